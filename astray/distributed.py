@@ -1,0 +1,145 @@
+"""All rank logic in one place: process group, rank facts, reductions, model wrapping.
+
+Nothing else in astray imports ``torch.distributed``. Every helper is a no-op (or the
+identity) in a single process, so the loop reads the same with one rank or many.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_primary() -> bool:
+    """Only the primary rank logs and writes files."""
+    return rank() == 0
+
+
+def setup(device_type: str, timeout_s: float = 600.0) -> bool:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
+
+    Returns True when this call created the group (so :func:`teardown` should end it).
+    A group made by someone else (Ray Train) is left alone.
+    """
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return True
+
+
+def teardown(created: bool) -> None:
+    if created and is_distributed():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (in place on a copy); identity in one process."""
+    if not is_distributed():
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
+def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
+    """Concatenate a 1-D tensor from every rank (lengths may differ), rank order."""
+    if not is_distributed():
+        return values
+    device = values.device
+    n = torch.tensor([values.numel()], device=device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=values.dtype, device=device)
+    padded[: values.numel()] = values
+    parts = [torch.zeros_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def check_same_on_all_ranks(value: float, what: str) -> None:
+    """Raise if ``value`` differs between ranks: an invariant, checked not assumed."""
+    if not is_distributed():
+        return
+    t = torch.tensor([value, -value], dtype=torch.float64)
+    if backend_device() == "cuda":
+        t = t.cuda()
+    t = all_reduce_max(t)
+    hi, lo = t[0].item(), -t[1].item()
+    if hi != lo:
+        raise RuntimeError(f"{what} differs between ranks ({lo} .. {hi}); DDP state diverged")
+
+
+def backend_device() -> str:
+    """The device collectives must use: CUDA tensors for nccl, CPU for gloo."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return "cuda"
+    return "cpu"
+
+
+def shard(indices: torch.Tensor) -> torch.Tensor:
+    """This rank's equal share of a global index list.
+
+    The list is padded by wrapping around to a multiple of the world size, so every
+    rank gets the same number of samples, runs the same number of steps, and no rank
+    idles or waits in a collective the others never reach.
+    """
+    ws = world_size()
+    if ws == 1:
+        return indices
+    n = indices.numel()
+    total = -(-n // ws) * ws
+    if total > n:
+        reps = -(-total // max(n, 1))
+        indices = indices.repeat(reps)[:total]
+    return indices[rank()::ws]
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Wrap in DDP when distributed; the model file itself knows nothing of ranks."""
+    if not is_distributed():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    # broadcast_buffers=False: BatchNorm buffers stay per rank (as under torchrun
+    # practice with SyncBN off), and an unwrapped scoring forward needs no collective.
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

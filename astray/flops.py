@@ -1,0 +1,41 @@
+"""Per-sample forward and backward FLOPs, measured once with FlopCounterMode.
+
+Executed FLOPs are then counted from the samples that really went through each pass,
+so a strategy's compute saving is the executed work, not a formula.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class SampleFlops:
+    forward: float  # FLOPs of one sample's forward pass
+    backward: float  # FLOPs of one sample's backward pass
+
+    def executed(self, samples_forward: int, samples_backward: int) -> float:
+        return self.forward * samples_forward + self.backward * samples_backward
+
+    def dense(self, samples: int) -> float:
+        return (self.forward + self.backward) * samples
+
+
+def measure_sample_flops(model: nn.Module, example: torch.Tensor, batch: int = 2) -> SampleFlops:
+    """Count FLOPs of a training-mode forward and backward on ``batch`` copies of ``example``.
+
+    Runs on a deep copy so BatchNorm statistics and gradients of the real model are
+    untouched. Batch 2, not 1: a training-mode BatchNorm cannot take a batch of one.
+    """
+    probe = copy.deepcopy(model).train()
+    x = example.unsqueeze(0).expand(batch, *example.shape).contiguous()
+    with FlopCounterMode(display=False) as fwd:
+        out = probe(x)
+    with FlopCounterMode(display=False) as bwd:
+        out.float().sum().backward()
+    return SampleFlops(fwd.get_total_flops() / batch, bwd.get_total_flops() / batch)

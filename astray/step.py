@@ -1,0 +1,161 @@
+"""One training step: score, select, forward, backward. Returns counts for the epoch.
+
+The optimizer step is not here: under gradient accumulation it happens once per
+window (see :func:`optimizer_step`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astray import distributed as dist
+from astray.sparse import PIController, SelectionStrategy, significance
+
+
+@dataclass
+class StepSettings:
+    entropy_weight: float
+    label_smoothing: float
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+
+@dataclass
+class StepStats:
+    loaded: int  # samples in this rank's batch
+    forward: int  # sample-forward passes run on this rank (scoring + training)
+    backward: int  # sample-backward passes run on this rank
+    global_active: int  # samples that got a backward pass, all ranks
+    global_loaded: int
+    loss_sum: float  # cross-entropy summed over the loaded samples
+    correct: int
+    sig: torch.Tensor  # significance of every loaded sample (CPU), for the score table
+    stop: bool  # some rank asked to stop (time budget)
+
+
+def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
+    """No-grad forward in eval mode: no BatchNorm statistics move, no DDP collective."""
+    net = dist.unwrap(model)
+    net.eval()
+    try:
+        with torch.no_grad(), settings.autocast():
+            return net(x)
+    finally:
+        net.train()
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    strategy: SelectionStrategy,
+    controller: PIController,
+    settings: StepSettings,
+    *,
+    sparse: bool,
+    progress: float,
+    stop_requested: bool = False,
+) -> StepStats:
+    """Run one step of adaptive sparse training on this rank's batch.
+
+    ``sparse`` is False in dense epochs (warm-up, final dense epochs, the dense
+    strategy): then every sample is trained, and the controller is still fed what
+    *would* have been active so its threshold is calibrated when sparsity begins.
+    ``weights`` are per-sample loss weights (stale mode's 1/keep_prob re-weighting).
+    """
+    n = y.numel()
+    scoring = sparse and strategy.scores_before_backward
+    if scoring:
+        logits_all = _score(model, x, settings)
+        sig = significance(logits_all, y, settings.entropy_weight)
+        selected = strategy.select(sig, controller.threshold)
+    else:
+        selected = None  # every loaded sample
+    n_selected = n if selected is None else selected.numel()
+
+    # Rule 1 and 3 of DESIGN.md §3: one all-reduce gives the global active count for
+    # the loss normalisation, the counts for the (shared) controller update, and the
+    # stop flag, so every rank takes the same branch below.
+    counts = dist.all_reduce_sum(torch.tensor([n_selected, n, int(stop_requested)], dtype=torch.float64,
+                                              device=dist.backend_device()))
+    global_active, global_loaded, stop = int(counts[0]), int(counts[1]), bool(counts[2] > 0)
+
+    forward = n if scoring else 0
+    backward = 0
+    if global_active > 0:
+        if n_selected > 0:
+            xs, ys, ws = (x, y, weights) if selected is None else (x[selected], y[selected], weights[selected])
+            scale = 1.0
+        else:
+            # Rule 2: a rank with nothing selected still runs forward and backward, on two
+            # samples with weight zero, so its DDP gradient all-reduce meets its peers'.
+            xs, ys, ws = x[:2], y[:2], weights[:2]
+            scale = 0.0
+        with settings.autocast():
+            logits = model(xs)
+            per_sample = F.cross_entropy(logits.float(), ys, reduction="none",
+                                         label_smoothing=settings.label_smoothing)
+        # Sum, times world size: DDP averages over ranks, so the result is the sum over
+        # all ranks; optimizer_step divides by the window's global active count.
+        loss = (per_sample * ws).sum() * (scale * dist.world_size())
+        (settings.scaler.scale(loss) if settings.scaler else loss).backward()
+        forward += xs.shape[0]
+        backward += xs.shape[0]
+        if not scoring:
+            logits_all = logits.detach()
+            sig = significance(logits_all, y, settings.entropy_weight)
+    elif not scoring:
+        # Nothing active anywhere and nothing scored: only possible for an empty batch.
+        logits_all = torch.zeros(n, 1)
+        sig = torch.zeros(n)
+
+    if sparse and scoring:
+        controller.update(global_active, global_loaded, progress)
+    elif not sparse:
+        # Shadow update: what would have been active under the current threshold.
+        would = dist.all_reduce_sum(torch.tensor([float((sig > controller.threshold).sum())],
+                                                 device=dist.backend_device()))
+        controller.update(int(would[0]), global_loaded, progress)
+
+    with torch.no_grad():
+        ce = F.cross_entropy(logits_all.float(), y, reduction="sum") if logits_all.shape[1] > 1 else torch.zeros(())
+        correct = int((logits_all.argmax(1) == y).sum()) if logits_all.shape[1] > 1 else 0
+    return StepStats(n, forward, backward, global_active, global_loaded, float(ce), correct,
+                     sig.detach().cpu(), stop)
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,
+                   window_active: int, grad_clip: float) -> bool:
+    """Finish an accumulation window. Returns False when the step was skipped.
+
+    Gradients hold the *sum* over the window's active samples (all ranks); dividing by
+    the window's global active count gives the exact mean over the samples that were
+    really trained, however they were spread over micro-steps and ranks. With nothing
+    active anywhere the step is skipped: momentum and weight decay would otherwise
+    still move the weights, and GradScaler would raise for lack of inf checks.
+    """
+    if window_active == 0:
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    if settings.scaler is not None:
+        settings.scaler.unscale_(optimizer)
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.div_(window_active)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if settings.scaler is not None:
+        settings.scaler.step(optimizer)
+        settings.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return True
