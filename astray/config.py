@@ -102,10 +102,10 @@ class ASTConfig:
     strategy: str = "dense"  # dense | reforward | stale
     target_activation: float = 0.3  # share of samples that get a backward pass
     entropy_weight: float = 0.1  # significance = loss + entropy_weight * H / log(C)
-    kp: float = 0.5  # proportional gain, log-threshold per unit of activation error
-    ki: float = 0.05  # integral gain, same units, per controller update
+    kp: float = 1.0  # proportional gain, log-threshold per unit of activation error
+    ki: float = 0.02  # integral gain, same units, per controller update
     ema_alpha: float = 0.3  # weight of the newest activation rate in its EMA
-    integral_limit: float = 5.0  # anti-windup clamp on the integral term
+    integral_limit: float = 1.0  # anti-windup clamp on the integral term
     initial_threshold: float = 1.0  # significance units
     min_threshold: float = 1e-6
     max_threshold: float = 1e3

@@ -31,8 +31,10 @@ def local_rank() -> int:
 
 
 def is_primary() -> bool:
-    """Only the primary rank logs and writes files."""
-    return rank() == 0
+    """Only the primary rank logs and writes files (also before/after the group exists)."""
+    if is_distributed():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def setup(device_type: str, timeout_s: float = 600.0) -> bool:
@@ -136,9 +138,10 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     if not is_distributed():
         return model
     ids = [device.index] if device.type == "cuda" else None
-    # broadcast_buffers=False: BatchNorm buffers stay per rank (as under torchrun
-    # practice with SyncBN off), and an unwrapped scoring forward needs no collective.
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # DDP syncs BatchNorm buffers from rank 0 in each training forward. Every rank
+    # runs exactly one training forward per step (rule 2), so that collective always
+    # pairs up; scoring and evaluation call the unwrapped module and sync nothing.
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

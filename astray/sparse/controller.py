@@ -43,7 +43,7 @@ class PIController:
     kp: float
     ki: float
     ema_alpha: float = 0.3
-    integral_limit: float = 5.0
+    integral_limit: float = 1.0
     initial_threshold: float = 1.0
     min_threshold: float = 1e-6
     max_threshold: float = 1e3

@@ -51,11 +51,14 @@ def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: floa
     """
     n = sig.numel()
     active = torch.nonzero(sig > threshold).flatten()
-    floor = min(n, math.ceil(min_active_fraction * n))
-    if active.numel() == 1 and n >= 2:
-        floor = max(floor, 2)
+    usable = n - int(torch.isnan(sig).sum())  # a NaN sample is never trained
+    floor = min(usable, math.ceil(min_active_fraction * n))
+    if max(active.numel(), floor) == 1 and usable >= 2:
+        floor = 2
     if active.numel() < floor:
-        active = torch.topk(sig, floor, sorted=False).indices.sort().values
+        # topk ranks NaN above everything: rank it below everything instead.
+        ranked = torch.nan_to_num(sig.float(), nan=-math.inf)
+        active = torch.topk(ranked, floor, sorted=False).indices.sort().values
     return active
 
 

@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    create .venv, install astray, run the main job on the embedded digits data
+#   make test   create .venv, install astray with test extras, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup run test benchmark clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+run: setup
+	$(PY) -m astray.train configs/quickstart.yaml --set logging.output_dir=results/runs/quickstart-$(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+benchmark: setup
+	$(PY) benchmarks/step_cost.py
+	$(PY) benchmarks/quickstart_tradeoff.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,206 @@
+"""Config loading: defaults, YAML files, --set overrides, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from astray.config import RunConfig, build_config, load_config, save_config
+from astray.errors import ConfigError
+
+
+def _error(path, overrides=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message, f"error message is not one line: {message!r}"
+    return message
+
+
+def _write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_build_and_validate():
+    cfg = load_config(None)
+    assert isinstance(cfg, RunConfig)
+    assert cfg == RunConfig()
+    assert cfg == build_config({})
+    assert 0 < cfg.ast.target_activation <= 1
+    assert cfg.training.batch_size >= 2
+    assert cfg.dataset.type == "digits"
+
+
+def test_yaml_file_loads_into_typed_sections(tmp_path):
+    path = _write(tmp_path, """\
+model:
+  name: test_resnet
+dataset:
+  type: synthetic
+  num_classes: 4
+  image_size: 16
+ast:
+  strategy: stale
+  target_activation: 0.2
+  kp: 2          # an int where a float is expected is fine
+training:
+  lr: 0.05
+  epochs: 3
+sweep:           # a section read by other commands is ignored, not rejected
+  trials: 4
+""")
+    cfg = load_config(path)
+    assert cfg.model.name == "test_resnet"
+    assert cfg.dataset.type == "synthetic" and cfg.dataset.num_classes == 4
+    assert cfg.ast.strategy == "stale"
+    assert cfg.ast.target_activation == pytest.approx(0.2)
+    assert cfg.ast.kp == 2.0 and isinstance(cfg.ast.kp, float)
+    assert cfg.training.lr == pytest.approx(0.05)
+    assert cfg.training.epochs == 3
+    # untouched keys keep their defaults
+    assert cfg.training.batch_size == RunConfig().training.batch_size
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path):
+    assert load_config(_write(tmp_path, "")) == RunConfig()
+
+
+def test_overrides_are_typed(tmp_path):
+    path = _write(tmp_path, {"training": {"lr": 0.5}, "dataset": {"augment": True}})
+    cfg = load_config(path, ["ast.target_activation=0.3", "training.lr=1e-3", "dataset.augment=false"])
+    assert cfg.ast.target_activation == 0.3 and isinstance(cfg.ast.target_activation, float)
+    # PyYAML reads 1e-3 (no dot) as a string; the config still takes it as a float
+    assert cfg.training.lr == pytest.approx(1e-3) and isinstance(cfg.training.lr, float)
+    assert cfg.dataset.augment is False
+
+
+def test_yaml_exponent_without_dot_in_file_is_a_float(tmp_path):
+    cfg = load_config(_write(tmp_path, "training:\n  lr: 1e-3\n  weight_decay: 5e-4\n"))
+    assert cfg.training.lr == pytest.approx(1e-3)
+    assert cfg.training.weight_decay == pytest.approx(5e-4)
+
+
+def test_override_without_file_and_override_wins_over_file(tmp_path):
+    assert load_config(None, ["training.epochs=7"]).training.epochs == 7
+    path = _write(tmp_path, {"training": {"epochs": 3}})
+    assert load_config(path, ["training.epochs=9"]).training.epochs == 9
+
+
+def test_save_then_load_round_trip(tmp_path):
+    cfg = load_config(None, ["ast.strategy=reforward", "training.lr=0.01", "model.name=test_resnet"])
+    path = tmp_path / "saved.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+
+
+def test_unknown_key_names_dotted_key_and_suggests_match():
+    message = _error(None, ["ast.target_activaton=0.3"])
+    assert "ast.target_activaton" in message
+    assert "did you mean target_activation" in message
+
+
+def test_unknown_key_in_file(tmp_path):
+    message = _error(_write(tmp_path, {"training": {"batchsize": 8}}))
+    assert "training.batchsize" in message
+    assert "batch_size" in message
+
+
+def test_unknown_section_suggests_close_match(tmp_path):
+    message = _error(_write(tmp_path, {"trainig": {"lr": 0.1}}))
+    assert "trainig" in message
+    assert "did you mean training" in message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("training.epochs=ten", "training.epochs"),
+    ("training.batch_size=2.5", "training.batch_size"),
+    ("dataset.augment=3", "dataset.augment"),
+    ("training.lr=fast", "training.lr"),
+    ("model.name=[1, 2]", "model.name"),
+])
+def test_wrong_type_names_key(override, key):
+    message = _error(None, [override])
+    assert key in message
+    assert "wrong type" in message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("ast.target_activation=0", "ast.target_activation"),
+    ("ast.target_activation=1.5", "ast.target_activation"),
+    ("ast.target_activation=-0.1", "ast.target_activation"),
+    ("ast.kp=-1", "ast.kp"),
+    ("training.batch_size=1", "training.batch_size"),
+    ("training.epochs=0", "training.epochs"),
+    ("dataset.num_classes=1", "dataset.num_classes"),
+    ("ast.strategy=masked", "ast.strategy"),
+])
+def test_out_of_range_or_not_allowed_names_key(override, key):
+    message = _error(None, [override])
+    assert key in message
+
+
+def test_target_activation_of_one_is_allowed():
+    assert load_config(None, ["ast.target_activation=1"]).ast.target_activation == 1.0
+
+
+def test_folder_dataset_with_missing_dir_names_the_path(tmp_path):
+    missing = tmp_path / "no_such_train_dir"
+    (tmp_path / "val").mkdir()
+    message = _error(None, ["dataset.type=folder", f"dataset.train_dir={missing}",
+                            f"dataset.val_dir={tmp_path / 'val'}"])
+    assert "dataset.train_dir" in message
+    assert str(missing) in message
+
+
+def test_folder_dataset_without_dirs_names_the_key():
+    message = _error(None, ["dataset.type=folder"])
+    assert "dataset.train_dir" in message
+
+
+def test_hf_dataset_with_missing_path_names_the_path(tmp_path):
+    missing = tmp_path / "nothing_here"
+    message = _error(None, ["dataset.type=hf", f"dataset.hf_path={missing}"])
+    assert "dataset.hf_path" in message and str(missing) in message
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("foo", "'foo'"),
+    ("noDot=1", "'noDot'"),
+    (".lr=1", "'.lr'"),
+])
+def test_bad_set_syntax(override, fragment):
+    message = _error(None, [override])
+    assert fragment in message
+
+
+def test_set_into_a_scalar_is_an_error(tmp_path):
+    message = _error(_write(tmp_path, {"training": 5}), ["training.lr=0.1"])
+    assert "training" in message
+
+
+def test_section_that_is_not_a_mapping(tmp_path):
+    message = _error(_write(tmp_path, {"training": 5}))
+    assert "training" in message
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = _write(tmp_path, "training:\n  lr: [0.1\n  epochs: 3\n")
+    message = _error(path)
+    assert str(path) in message
+    assert "YAML" in message
+
+
+def test_top_level_list_is_rejected(tmp_path):
+    path = _write(tmp_path, "- a\n- b\n")
+    message = _error(path)
+    assert str(path) in message
+
+
+def test_missing_config_file_names_the_path(tmp_path):
+    path = tmp_path / "absent.yaml"
+    message = _error(path)
+    assert str(path) in message

@@ -1,0 +1,266 @@
+"""Datasets: synthetic, digits, ImageFolder and local Hugging Face data, all offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from astray.config import DatasetConfig
+from astray.data import build_datasets
+from astray.errors import ConfigError
+
+# ---------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_items_are_image_label_index():
+    cfg = DatasetConfig(type="synthetic", num_classes=4, image_size=16, synthetic_samples=64)
+    splits = build_datasets(cfg)
+    assert splits.num_classes == 4
+    assert len(splits.train) + len(splits.val) == 64
+    for ds in (splits.train, splits.val):
+        for position in range(len(ds)):
+            image, label, index = ds[position]
+            assert isinstance(image, torch.Tensor) and image.shape == (3, 16, 16)
+            assert image.dtype == torch.float32
+            assert type(label) is int and 0 <= label < 4
+            assert type(index) is int and index == position
+
+
+def test_synthetic_is_deterministic_for_seed():
+    cfg = DatasetConfig(type="synthetic", num_classes=3, image_size=8, synthetic_samples=32, seed=4)
+    a, b = build_datasets(cfg), build_datasets(cfg)
+    for i in range(len(a.train)):
+        img_a, y_a, _ = a.train[i]
+        img_b, y_b, _ = b.train[i]
+        assert torch.equal(img_a, img_b) and y_a == y_b
+    other = build_datasets(DatasetConfig(type="synthetic", num_classes=3, image_size=8,
+                                         synthetic_samples=32, seed=5))
+    assert not torch.equal(a.train[0][0], other.train[0][0])
+
+
+def _stack(ds):
+    images, labels = zip(*[(img, y) for img, y, _ in (ds[i] for i in range(len(ds)))])
+    return torch.stack(images), torch.tensor(labels)
+
+
+def test_synthetic_is_learnable_by_nearest_class_mean():
+    cfg = DatasetConfig(type="synthetic")  # defaults: 10 classes, 32 px, 512 samples
+    splits = build_datasets(cfg)
+    x_train, y_train = _stack(splits.train)
+    x_val, y_val = _stack(splits.val)
+    means = torch.stack([x_train[y_train == c].mean(0) for c in range(splits.num_classes)])
+    dist = torch.cdist(x_val.flatten(1), means.flatten(1))
+    accuracy = (dist.argmin(1) == y_val).float().mean().item()
+    assert accuracy > 0.8
+
+
+# ------------------------------------------------------------------------------- digits
+
+
+def _digits(**kw):
+    return build_datasets(DatasetConfig(type="digits", augment=False, **kw))
+
+
+def test_digits_split_deterministic_stratified_and_complete():
+    a, b = _digits(seed=0), _digits(seed=0)
+    assert len(a.train) + len(a.val) == 1797
+    assert a.num_classes == 10
+    assert abs(len(a.val) / 1797 - 0.2) < 0.01
+    x_a, y_a = _stack(a.val)
+    x_b, y_b = _stack(b.val)
+    assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+    assert torch.equal(_stack(a.train)[1], _stack(b.train)[1])
+    assert set(y_a.tolist()) == set(range(10))  # every class in validation
+    counts = torch.bincount(y_a, minlength=10)
+    assert int(counts.min()) >= 30  # ~20% of each ~180-sample class
+
+    image, label, index = a.train[5]
+    assert image.shape == (3, 32, 32) and type(label) is int and index == 5
+
+
+def test_digits_split_changes_with_seed():
+    x0, _ = _stack(_digits(seed=0).val)
+    x1, _ = _stack(_digits(seed=1).val)
+    assert not torch.equal(x0, x1)
+
+
+def test_digits_train_and_val_disjoint():
+    splits = _digits(image_size=8)
+    x_train, _ = _stack(splits.train)
+    x_val, _ = _stack(splits.val)
+    # at 8 px the images are the originals; no validation image is a training image
+    # (digits has a handful of exact duplicates, so compare counts loosely)
+    train_set = {tuple(x.flatten().tolist()) for x in x_train}
+    overlap = sum(tuple(x.flatten().tolist()) in train_set for x in x_val)
+    assert overlap <= 5
+
+
+def test_digits_wrong_num_classes():
+    with pytest.raises(ConfigError) as info:
+        _digits(num_classes=5)
+    assert "dataset.num_classes" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_digits_augment_keeps_shape():
+    torch.manual_seed(0)
+    splits = build_datasets(DatasetConfig(type="digits", augment=True, image_size=24))
+    image, label, index = splits.train[3]
+    assert image.shape == (3, 24, 24) and index == 3
+
+
+# ------------------------------------------------------------------------- ImageFolder
+
+CLASSES = ["cat", "dog", "emu"]
+
+
+def _image(color: int, size: tuple[int, int] = (40, 30)) -> Image.Image:
+    return Image.new("RGB", size, (color, 255 - color, (color * 7) % 256))
+
+
+def _folder_tree(root: Path, per_class: dict[str, int], classes=CLASSES) -> Path:
+    for c, name in enumerate(classes):
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(per_class[name]):
+            _image(40 * c + i).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder_dirs(tmp_path):
+    train = _folder_tree(tmp_path / "train", {"cat": 4, "dog": 3, "emu": 5})
+    val = _folder_tree(tmp_path / "val", {"cat": 2, "dog": 2, "emu": 1})
+    return train, val
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_image_folder_loads(folder_dirs, augment):
+    train, val = folder_dirs
+    cfg = DatasetConfig(type="folder", train_dir=str(train), val_dir=str(val), num_classes=3,
+                        image_size=24, augment=augment)
+    splits = build_datasets(cfg)
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (12, 5, 3)
+    train_labels = [splits.train[i][1] for i in range(12)]
+    assert sorted(train_labels) == [0] * 4 + [1] * 3 + [2] * 5
+    assert sorted(splits.val[i][1] for i in range(5)) == [0, 0, 1, 1, 2]
+    for ds in (splits.train, splits.val):
+        image, label, index = ds[1]
+        assert image.shape == (3, 24, 24) and image.dtype == torch.float32
+        assert index == 1
+
+
+def test_image_folder_grayscale_becomes_rgb(tmp_path):
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            d = tmp_path / split / name
+            d.mkdir(parents=True)
+            Image.new("L", (20, 20), 128).save(d / "x.png")
+    cfg = DatasetConfig(type="folder", train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"),
+                        num_classes=2, image_size=16)
+    assert build_datasets(cfg).val[0][0].shape == (3, 16, 16)
+
+
+def test_image_folder_num_classes_mismatch(folder_dirs):
+    train, val = folder_dirs
+    cfg = DatasetConfig(type="folder", train_dir=str(train), val_dir=str(val), num_classes=10)
+    with pytest.raises(ConfigError) as info:
+        build_datasets(cfg)
+    message = str(info.value)
+    assert "dataset.num_classes" in message and "\n" not in message
+
+
+def test_image_folder_val_classes_differ(tmp_path):
+    train = _folder_tree(tmp_path / "train", {"cat": 1, "dog": 1, "emu": 1})
+    val = _folder_tree(tmp_path / "val", {"cat": 1, "dog": 1, "fox": 1}, classes=["cat", "dog", "fox"])
+    cfg = DatasetConfig(type="folder", train_dir=str(train), val_dir=str(val), num_classes=3)
+    with pytest.raises(ConfigError) as info:
+        build_datasets(cfg)
+    assert "dataset.val_dir" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_image_folder_without_images(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    cfg = DatasetConfig(type="folder", train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"),
+                        num_classes=3)
+    with pytest.raises(ConfigError) as info:
+        build_datasets(cfg)
+    assert "dataset.train_dir" in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------ Hugging Face
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=3)})
+
+    def split(n: int, offset: int) -> datasets.Dataset:
+        labels = [i % 3 for i in range(n)]
+        images = [_image(17 * i + offset, size=(20 + i, 18)) for i in range(n)]
+        return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+    path = tmp_path_factory.mktemp("hf") / "toy"
+    datasets.DatasetDict({"train": split(9, 0), "validation": split(6, 100)}).save_to_disk(str(path))
+    return path
+
+
+def _hf_cfg(path: Path, **kw) -> DatasetConfig:
+    args = dict(type="hf", hf_path=str(path), num_classes=3, image_size=16, augment=False)
+    args.update(kw)
+    return DatasetConfig(**args)
+
+
+def test_hf_dataset_dict_loads(hf_dir):
+    splits = build_datasets(_hf_cfg(hf_dir))
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (9, 6, 3)
+    assert [splits.train[i][1] for i in range(9)] == [i % 3 for i in range(9)]
+    image, label, index = splits.val[4]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    assert label == 1 and index == 4
+
+
+def test_hf_custom_split_names(hf_dir):
+    splits = build_datasets(_hf_cfg(hf_dir, hf_train_split="validation", hf_val_split="train"))
+    assert (len(splits.train), len(splits.val)) == (6, 9)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("hf_val_split", "test"),
+    ("hf_train_split", "training"),
+    ("image_column", "img"),
+    ("label_column", "labels"),
+])
+def test_hf_missing_split_or_column_names_key(hf_dir, key, value):
+    with pytest.raises(ConfigError) as info:
+        build_datasets(_hf_cfg(hf_dir, **{key: value}))
+    message = str(info.value)
+    assert f"dataset.{key}" in message and repr(value) in message
+    assert "\n" not in message
+
+
+def test_hf_num_classes_mismatch(hf_dir):
+    with pytest.raises(ConfigError) as info:
+        build_datasets(_hf_cfg(hf_dir, num_classes=5))
+    assert "dataset.num_classes" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_hf_single_split_dataset_is_rejected(hf_dir, tmp_path):
+    import datasets
+
+    single = tmp_path / "single"
+    datasets.load_from_disk(str(hf_dir))["train"].save_to_disk(str(single))
+    with pytest.raises(ConfigError) as info:
+        build_datasets(_hf_cfg(single))
+    message = str(info.value)
+    assert "dataset.hf_path" in message and str(single) in message
+    assert "\n" not in message

@@ -1,0 +1,174 @@
+"""DDP rules of DESIGN.md §3, checked with two real gloo processes on the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from astray import distributed as dist
+from astray.sparse import PIController, ReforwardSelection, StaleSelection
+from astray.step import StepSettings, train_step
+from tests.conftest import PYTHON, REPO, small_overrides
+from tests.helpers import FixedSelection, tiny_mlp
+
+SETTINGS = StepSettings(entropy_weight=0.1, label_smoothing=0.0, autocast=contextlib.nullcontext)
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _global_batch(n: int = 24):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(n, 3, 4, 4, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def _worker(rank: int, port: int, out: str, scenario: str, arg: object) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
+    try:
+        result = SCENARIOS[scenario](rank, arg)
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        tdist.destroy_process_group()
+
+
+def _grad_scenario(rank: int, chosen_per_rank: list[list[int]]) -> dict:
+    """Each rank trains its half of one global batch on its own selection."""
+    x, y = _global_batch()
+    half = x.shape[0] // WORLD
+    xs, ys = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+    model = dist.wrap_model(tiny_mlp(), torch.device("cpu"))
+    controller = PIController(target=0.3, kp=1.0, ki=0.02)
+    s = train_step(model, xs, ys, torch.ones(half), FixedSelection(chosen_per_rank[rank]), controller, SETTINGS,
+                   sparse=True, progress=1.0)
+    grads = [p.grad / s.global_active for p in model.parameters()]
+    return {"grads": grads, "global_active": s.global_active, "backward": s.backward,
+            "threshold": controller.threshold}
+
+
+def _threshold_scenario(rank: int, steps: int) -> dict:
+    """Real reforward selection on different data per rank: thresholds must stay equal."""
+    model = dist.wrap_model(tiny_mlp(), torch.device("cpu"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    controller = PIController(target=0.3, kp=1.0, ki=0.05)
+    strategy = ReforwardSelection(1000, min_active_fraction=0.0)
+    g = torch.Generator().manual_seed(100 + rank)
+    thresholds, backward = [], []
+    for step in range(steps):
+        x, y = torch.randn(16, 3, 4, 4, generator=g) * (1 + rank), torch.randint(0, 5, (16,), generator=g)
+        s = train_step(model, x, y, torch.ones(16), strategy, controller, SETTINGS, sparse=True, progress=step / steps)
+        if s.global_active:
+            for p in model.parameters():
+                p.grad /= s.global_active
+            opt.step()
+        opt.zero_grad()
+        thresholds.append(controller.threshold)
+        backward.append(s.backward)
+    dist.check_same_on_all_ranks(controller.threshold, "threshold")
+    return {"thresholds": thresholds, "backward": backward}
+
+
+def _stale_scenario(rank: int, n: int) -> dict:
+    """Ranks see different samples; after the gather they must plan the same epoch."""
+    strategy = StaleSelection(n, seed=7, keep_prob=0.1, window=32)
+    controller = PIController(target=0.3, kp=1.0, ki=0.02)
+    plan = strategy.plan_epoch(0, controller, dense=True)
+    mine = dist.shard(plan.indices)
+    local_scores = torch.rand(mine.numel(), generator=torch.Generator().manual_seed(rank))
+    strategy.observe(dist.all_gather_cat(mine), dist.all_gather_cat(local_scores))
+    plan = strategy.plan_epoch(1, controller, dense=False)
+    return {"kept": plan.indices, "weights": plan.weights, "shard": dist.shard(plan.indices),
+            "threshold": controller.threshold, "scores": strategy.scores}
+
+
+SCENARIOS = {"grad": _grad_scenario, "threshold": _threshold_scenario, "stale": _stale_scenario}
+
+
+def _spawn(tmp_path: Path, scenario: str, arg: object, timeout_s: float = 120) -> list[dict]:
+    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path), scenario, arg), nprocs=WORLD,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{scenario}: ranks did not finish in {timeout_s} s (hang in a collective?)")
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _reference(chosen_per_rank: list[list[int]]) -> list[torch.Tensor]:
+    x, y = _global_batch()
+    half = x.shape[0] // WORLD
+    rows = [r * half + i for r, chosen in enumerate(chosen_per_rank) for i in chosen]
+    model = tiny_mlp()
+    F.cross_entropy(model(x[rows]), y[rows]).backward()
+    return [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("chosen", [
+    [list(range(12)), [3, 7]],   # 12 vs 2: per-rank means would be far off
+    [[0, 5, 6], []],             # rank 1 selects nothing: no hang, no corruption
+], ids=["uneven", "one-rank-empty"])
+def test_ddp_gradient_equals_single_process_reference(tmp_path, chosen):
+    results = _spawn(tmp_path, "grad", chosen)
+    ref = _reference(chosen)
+    for r, res in enumerate(results):
+        assert res["global_active"] == sum(len(c) for c in chosen)
+        for g, ref_g in zip(res["grads"], ref):
+            torch.testing.assert_close(g, ref_g, rtol=1e-5, atol=1e-7)
+    # The empty rank still ran a (zero-weight) backward, so its peers were not left waiting.
+    assert results[1]["backward"] == (2 if not chosen[1] else len(chosen[1]))
+    assert results[0]["threshold"] == results[1]["threshold"]
+
+
+def test_thresholds_are_identical_on_every_rank(tmp_path):
+    a, b = _spawn(tmp_path, "threshold", 12)
+    assert a["thresholds"] == b["thresholds"]
+    assert len(set(a["thresholds"])) > 1  # the controller really moved
+    assert a["backward"] != b["backward"]  # while the ranks selected differently
+
+
+def test_stale_kept_lists_identical_and_split_evenly(tmp_path):
+    a, b = _spawn(tmp_path, "stale", 203)
+    assert torch.equal(a["scores"], b["scores"])
+    assert torch.equal(a["kept"], b["kept"])
+    assert torch.equal(a["weights"], b["weights"])
+    assert a["shard"].numel() == b["shard"].numel()
+    assert set(a["shard"].tolist()) | set(b["shard"].tolist()) == set(a["kept"].tolist())
+    assert 0 < a["kept"].numel() < 203
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["stale", "reforward"])
+def test_torchrun_two_processes_end_to_end(tmp_path, env_one_thread, strategy):
+    out = tmp_path / "run"
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "astray.train", str(REPO / "configs/quickstart.yaml")]
+    for item in small_overrides(out, **{"ast.strategy": strategy, "ast.warmup_epochs": 1}):
+        cmd += ["--set", item]
+    proc = subprocess.run(cmd, cwd=REPO, env=env_one_thread, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 prints
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[1]["samples_backward"] < rows[1]["samples_total"]
+    assert rows[1]["flops"] < rows[1]["flops_dense"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left

@@ -1,0 +1,354 @@
+"""Selection strategies: the shared contract, select_active, and stale-score planning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from astray.config import ASTConfig
+from astray.errors import ConfigError
+from astray.sparse import (
+    STRATEGIES,
+    DenseSelection,
+    PIController,
+    ReforwardSelection,
+    StaleSelection,
+    create_strategy,
+    select_active,
+)
+
+N = 300
+
+
+def _make(name: str, dataset_size: int = N, seed: int = 0):
+    cls = STRATEGIES[name]
+    if cls is StaleSelection:
+        return cls(dataset_size, seed, keep_prob=0.2, window=64)
+    return cls(dataset_size, seed)
+
+
+def _controller(**kw) -> PIController:
+    args = dict(target=0.3, kp=1.0, ki=0.02, initial_threshold=1.0)
+    args.update(kw)
+    return PIController(**args)
+
+
+def _with_scores(strategy, seed: int = 0):
+    """Feed known scores (half of the dataset) so the stale table is not all +inf."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(strategy.dataset_size, generator=gen)[: strategy.dataset_size // 2]
+    strategy.observe(idx, torch.rand(idx.numel(), generator=gen) * 2.0)
+    return strategy
+
+
+def _check_plan(plan, n: int) -> None:
+    idx = plan.indices
+    assert idx.dtype == torch.int64
+    assert idx.numel() > 0
+    assert int(idx.min()) >= 0 and int(idx.max()) < n
+    assert torch.unique(idx).numel() == idx.numel(), "plan holds a duplicate index"
+    assert plan.candidates == n
+    if plan.weights is not None:
+        assert plan.weights.shape == idx.shape
+        assert bool((plan.weights > 0).all())
+        assert bool(torch.isfinite(plan.weights).all())
+
+
+def _same_plan(a, b) -> bool:
+    if not torch.equal(a.indices, b.indices):
+        return False
+    if (a.weights is None) != (b.weights is None):
+        return False
+    return a.weights is None or torch.equal(a.weights, b.weights)
+
+
+# --------------------------------------------------------------------------- contract
+
+@pytest.fixture(params=sorted(STRATEGIES))
+def name(request) -> str:
+    return request.param
+
+
+def test_registry_names_match_classes(name):
+    assert STRATEGIES[name].name == name
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_plan_deterministic_for_seed_and_epoch(name, dense):
+    a = _with_scores(_make(name, seed=3)).plan_epoch(2, _controller(), dense=dense)
+    b = _with_scores(_make(name, seed=3)).plan_epoch(2, _controller(), dense=dense)
+    assert _same_plan(a, b)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_plan_order_changes_with_epoch(name, dense):
+    a = _with_scores(_make(name, seed=3)).plan_epoch(1, _controller(), dense=dense)
+    b = _with_scores(_make(name, seed=3)).plan_epoch(2, _controller(), dense=dense)
+    assert not torch.equal(a.indices, b.indices)
+
+
+def test_plan_changes_with_seed(name):
+    a = _make(name, seed=0).plan_epoch(0, _controller(), dense=True)
+    b = _make(name, seed=1).plan_epoch(0, _controller(), dense=True)
+    assert not torch.equal(a.indices, b.indices)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_plan_indices_valid(name, dense):
+    plan = _with_scores(_make(name)).plan_epoch(0, _controller(), dense=dense)
+    _check_plan(plan, N)
+    assert 0 < plan.activation <= 1
+
+
+def test_dense_plan_holds_every_index(name):
+    plan = _with_scores(_make(name)).plan_epoch(4, _controller(), dense=True)
+    _check_plan(plan, N)
+    assert torch.equal(plan.indices.sort().values, torch.arange(N))
+    assert plan.activation == 1.0
+    if plan.weights is not None:
+        assert bool((plan.weights == 1).all())
+
+
+def test_select_returns_sorted_unique_in_range(name):
+    torch.manual_seed(0)
+    strategy = _make(name)
+    sig = torch.rand(64)
+    chosen = strategy.select(sig, threshold=0.5)
+    assert chosen.numel() > 0
+    assert int(chosen.min()) >= 0 and int(chosen.max()) < sig.numel()
+    assert torch.equal(chosen, torch.unique(chosen))  # unique() sorts
+
+
+def test_state_dict_round_trip(name, tmp_path):
+    a = _with_scores(_make(name, seed=5))
+    torch.save(a.state_dict(), tmp_path / "sel.pt")
+    b = _make(name, seed=5)
+    b.load_state_dict(torch.load(tmp_path / "sel.pt", weights_only=True))
+    for epoch in (0, 1):
+        assert _same_plan(a.plan_epoch(epoch, _controller(), dense=False),
+                          b.plan_epoch(epoch, _controller(), dense=False))
+
+
+def test_state_dict_is_a_snapshot(name):
+    a = _with_scores(_make(name))
+    state = a.state_dict()
+    expected = _make(name)
+    expected.load_state_dict(state)
+    a.observe(torch.arange(N), torch.zeros(N))  # later observations must not leak into the snapshot
+    b = _make(name)
+    b.load_state_dict(state)
+    assert _same_plan(b.plan_epoch(0, _controller(), False), expected.plan_epoch(0, _controller(), False))
+
+
+def test_create_strategy_builds_each(name):
+    cfg = ASTConfig(strategy=name, stale_keep_prob=0.1, min_active_fraction=0.1)
+    strategy = create_strategy(cfg, dataset_size=100, seed=0, global_batch=32)
+    assert isinstance(strategy, STRATEGIES[name])
+    assert strategy.min_active_fraction == 0.1
+    if isinstance(strategy, StaleSelection):
+        assert strategy.keep_prob == 0.1 and strategy.window == 32
+
+
+def test_create_strategy_unknown_name_lists_valid():
+    cfg = ASTConfig()
+    cfg.strategy = "masked"  # bypass validation the way a programmatic caller could
+    with pytest.raises(ConfigError) as info:
+        create_strategy(cfg, 10, 0, 4)
+    message = str(info.value)
+    assert "ast.strategy" in message and "\n" not in message
+    for valid in STRATEGIES:
+        assert valid in message
+
+
+def test_reforward_scores_before_backward_only():
+    assert ReforwardSelection.scores_before_backward
+    assert not DenseSelection.scores_before_backward
+    assert not StaleSelection.scores_before_backward
+
+
+def test_dense_select_takes_everything():
+    assert torch.equal(DenseSelection(10).select(torch.zeros(7), 1.0), torch.arange(7))
+
+
+def test_reforward_select_uses_threshold():
+    sig = torch.tensor([0.1, 2.0, 0.3, 5.0, 0.2, 1.5])
+    assert ReforwardSelection(10).select(sig, 1.0).tolist() == [1, 3, 5]
+
+
+# --------------------------------------------------------------------- select_active
+
+def test_select_active_respects_threshold():
+    torch.manual_seed(0)
+    sig = torch.rand(200)
+    chosen = select_active(sig, 0.6, 0.0)
+    assert torch.equal(chosen, torch.nonzero(sig > 0.6).flatten())
+    assert torch.equal(chosen, chosen.sort().values)
+
+
+def test_select_active_floor_filled_with_top_k():
+    torch.manual_seed(0)
+    sig = torch.rand(100)
+    chosen = select_active(sig, threshold=10.0, min_active_fraction=0.1)
+    assert chosen.numel() == 10
+    assert torch.equal(chosen, chosen.sort().values)
+    assert set(chosen.tolist()) == set(torch.topk(sig, 10).indices.tolist())
+
+
+def test_select_active_floor_not_used_when_enough_active():
+    sig = torch.arange(20, dtype=torch.float32)
+    chosen = select_active(sig, threshold=4.5, min_active_fraction=0.1)
+    assert chosen.tolist() == list(range(5, 20))
+
+
+def test_select_active_floor_rounds_up():
+    sig = torch.arange(30, dtype=torch.float32)
+    assert select_active(sig, 100.0, 0.1).numel() == 3
+    assert select_active(sig, 100.0, 0.11).numel() == 4  # ceil(3.3)
+
+
+def test_select_active_empty_when_no_floor():
+    assert select_active(torch.rand(50), 10.0, 0.0).numel() == 0
+
+
+def test_select_active_never_one_when_one_above_threshold():
+    sig = torch.tensor([0.1, 0.2, 3.0, 0.3])
+    chosen = select_active(sig, 1.0, 0.0)
+    assert chosen.numel() == 2
+    assert 2 in chosen.tolist()
+    assert 3 in chosen.tolist()  # the next most significant fills the pair
+
+
+@pytest.mark.parametrize("n", [2, 10, 20])
+def test_select_active_floor_of_one_is_raised_to_two(n):
+    sig = torch.linspace(0.0, 0.5, n)
+    chosen = select_active(sig, threshold=10.0, min_active_fraction=0.05)
+    assert chosen.numel() != 1
+    assert chosen.numel() == 2
+
+
+def test_select_active_single_sample_batch():
+    assert select_active(torch.tensor([5.0]), 1.0, 0.0).tolist() == [0]
+
+
+def test_select_active_never_selects_nan_with_enough_finite():
+    torch.manual_seed(0)
+    sig = torch.rand(200)
+    nan = torch.rand(200) < 0.3
+    sig[nan] = float("nan")
+    for threshold, frac in [(0.5, 0.0), (0.5, 0.3), (10.0, 0.3), (10.0, 0.05)]:
+        chosen = select_active(sig, threshold, frac)
+        assert chosen.numel() > 0
+        assert not bool(nan[chosen].any()), f"NaN selected at threshold={threshold}, floor={frac}"
+
+
+def test_select_active_floor_never_filled_with_nan():
+    sig = torch.tensor([float("nan")] * 6 + [0.1, 0.2, 0.3, 0.4])
+    chosen = select_active(sig, threshold=10.0, min_active_fraction=0.9)
+    assert not bool(torch.isnan(sig[chosen]).any())
+    assert sorted(chosen.tolist()) == [6, 7, 8, 9]
+
+
+# ------------------------------------------------------------------------ stale
+
+def test_stale_unseen_samples_always_kept():
+    strategy = StaleSelection(200, seed=0, keep_prob=0.05, window=32)
+    seen = torch.arange(0, 200, 2)
+    strategy.observe(seen, torch.full((seen.numel(),), 1e-4))  # far below any threshold
+    ctrl = _controller(initial_threshold=1e3, max_threshold=1e3, kp=0.0, ki=0.0)
+    for epoch in range(5):
+        plan = strategy.plan_epoch(epoch, ctrl, dense=False)
+        kept = set(plan.indices.tolist())
+        assert set(range(1, 200, 2)) <= kept  # every unseen (odd) index
+
+
+def test_stale_initial_plan_keeps_everything():
+    strategy = StaleSelection(100, seed=0, keep_prob=0.1, window=16)
+    plan = strategy.plan_epoch(0, _controller(), dense=False)
+    assert sorted(plan.indices.tolist()) == list(range(100))
+    assert bool((plan.weights == 1).all())
+
+
+def test_stale_high_kept_low_sampled_with_inverse_weight():
+    n, keep_prob, threshold = 4000, 0.1, 1.0
+    strategy = StaleSelection(n, seed=0, keep_prob=keep_prob, window=256)
+    scores = torch.where(torch.arange(n) % 2 == 0, torch.tensor(5.0), torch.tensor(0.01))
+    strategy.observe(torch.arange(n), scores)
+    ctrl = _controller(initial_threshold=threshold, kp=0.0, ki=0.0)  # fixed threshold
+    plan = strategy.plan_epoch(0, ctrl, dense=False)
+    _check_plan(plan, n)
+    high = scores[plan.indices] > threshold
+    assert int(high.sum()) == n // 2  # every high-score sample
+    assert bool((plan.weights[high] == 1).all())
+    low_kept = int((~high).sum())
+    assert abs(low_kept / (n // 2) - keep_prob) < 0.03
+    assert torch.allclose(plan.weights[~high], torch.tensor(1 / keep_prob))
+
+
+def test_stale_below_threshold_weighted_count_is_unbiased():
+    n, keep_prob, threshold = 1000, 0.1, 0.5
+    strategy = StaleSelection(n, seed=7, keep_prob=keep_prob, window=128)
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    strategy.observe(torch.arange(n), scores)
+    below = int((scores <= threshold).sum())
+    ctrl = _controller(initial_threshold=threshold, kp=0.0, ki=0.0)
+    epochs = 200
+    total = 0.0
+    for epoch in range(epochs):
+        plan = strategy.plan_epoch(epoch, ctrl, dense=False)
+        low = scores[plan.indices] <= threshold
+        total += float(plan.weights[low].sum())
+    # per-epoch s.d. is sqrt(below * (1/p - 1)) ~ 67, so the mean's s.d. is ~5
+    assert abs(total / epochs - below) < 0.04 * below
+
+
+def test_stale_keep_prob_zero_drops_all_below_threshold():
+    strategy = StaleSelection(100, seed=0, keep_prob=0.0, window=50)
+    scores = torch.linspace(0, 2, 100)
+    strategy.observe(torch.arange(100), scores)
+    plan = strategy.plan_epoch(0, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
+    assert bool((scores[plan.indices] > 1.0).all())
+    assert plan.indices.numel() == int((scores > 1.0).sum())
+
+
+@pytest.mark.parametrize("n, window", [(1000, 256), (1024, 256), (100, 7), (5, 64)])
+def test_stale_plan_steps_controller_once_per_window(n, window):
+    strategy = StaleSelection(n, seed=0, keep_prob=0.05, window=window)
+    strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
+    ctrl = _controller()
+    strategy.plan_epoch(0, ctrl, dense=False)
+    assert ctrl.updates == math.ceil(n / window)
+    strategy.plan_epoch(1, ctrl, dense=False)
+    assert ctrl.updates == 2 * math.ceil(n / window)
+
+
+def test_stale_dense_plan_does_not_step_controller():
+    ctrl = _controller()
+    StaleSelection(100, window=10).plan_epoch(0, ctrl, dense=True)
+    assert ctrl.updates == 0
+
+
+def test_stale_controller_moves_threshold_toward_target():
+    # All scores known and above the start threshold: keeping everything is too much,
+    # so the threshold must rise while the plan is built and the plan must shrink.
+    n = 2048
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=64)
+    strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)) + 1.0)
+    ctrl = _controller(target=0.3, initial_threshold=0.5, kp=2.0, ki=0.05)
+    plan = strategy.plan_epoch(0, ctrl, dense=False)
+    assert ctrl.threshold > 0.5
+    assert plan.activation < 0.9
+
+
+def test_stale_observe_updates_scores():
+    strategy = StaleSelection(10, keep_prob=0.0, window=10)
+    strategy.observe(torch.tensor([2, 5]), torch.tensor([0.25, 4.0], requires_grad=True) * 1)
+    assert strategy.scores[2] == 0.25 and strategy.scores[5] == 4.0
+    assert math.isinf(strategy.scores[0])
+
+
+def test_stale_load_state_dict_rejects_wrong_size():
+    small = StaleSelection(10).state_dict()
+    with pytest.raises(ValueError):
+        StaleSelection(20).load_state_dict(small)

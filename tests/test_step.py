@@ -1,0 +1,120 @@
+"""The training step executes less work, and its gradient is the mean over what it trained."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astray.sparse import DenseSelection, PIController, ReforwardSelection
+from astray.step import StepSettings, _score, optimizer_step, train_step
+from tests.helpers import FixedSelection, tiny_mlp
+
+SETTINGS = StepSettings(entropy_weight=0.1, label_smoothing=0.0, autocast=contextlib.nullcontext)
+
+
+def _batch(n: int = 12, classes: int = 5, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 4, 4, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _reference_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None):
+    ref = copy.deepcopy(model)
+    losses = F.cross_entropy(ref(x), y, reduction="none")
+    loss = (losses * w).sum() / len(y) if w is not None else losses.mean()
+    loss.backward()
+    return [p.grad.clone() for p in ref.parameters()]
+
+
+def _controller():
+    return PIController(target=0.3, kp=1.0, ki=0.02)
+
+
+def test_reforward_trains_only_the_selected_samples_and_counts_them():
+    model = tiny_mlp()
+    x, y = _batch()
+    chosen = [1, 4, 7, 9]
+    rows_with_grad = []
+    model[1].register_forward_hook(lambda m, i, o: rows_with_grad.append((i[0].shape[0], torch.is_grad_enabled())))
+    s = train_step(model, x, y, torch.ones(12), FixedSelection(chosen), _controller(), SETTINGS,
+                   sparse=True, progress=1.0)
+    # One no-grad scoring pass over all 12, one training pass over the 4 selected.
+    assert rows_with_grad == [(12, False), (4, True)]
+    assert (s.forward, s.backward, s.global_active, s.loaded) == (16, 4, 4, 12)
+    grads = [p.grad / s.global_active for p in model.parameters()]
+    for g, r in zip(grads, _reference_grads(model, x[chosen], y[chosen])):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-7)
+
+
+def test_dense_step_gradient_is_the_batch_mean():
+    model = tiny_mlp()
+    x, y = _batch()
+    s = train_step(model, x, y, torch.ones(12), DenseSelection(12), _controller(), SETTINGS,
+                   sparse=False, progress=0.0)
+    assert (s.forward, s.backward) == (12, 12)
+    for p, r in zip(model.parameters(), _reference_grads(model, x, y)):
+        torch.testing.assert_close(p.grad / s.global_active, r, rtol=1e-5, atol=1e-7)
+
+
+def test_loss_weights_reach_the_gradient():
+    model = tiny_mlp()
+    x, y = _batch()
+    w = torch.ones(12)
+    w[::3] = 4.0  # stale mode's 1/keep_prob weights
+    s = train_step(model, x, y, w, DenseSelection(12), _controller(), SETTINGS, sparse=True, progress=1.0)
+    for p, r in zip(model.parameters(), _reference_grads(model, x, y, w)):
+        torch.testing.assert_close(p.grad / s.global_active, r, rtol=1e-5, atol=1e-7)
+
+
+def test_nan_in_an_unselected_sample_does_not_reach_the_gradient():
+    model = tiny_mlp()
+    x, y = _batch()
+    x[5] = float("nan")
+    strategy = ReforwardSelection(12, min_active_fraction=0.25)
+    controller = PIController(target=0.3, kp=0.0, ki=0.0, initial_threshold=1e3, max_threshold=1e4)
+    s = train_step(model, x, y, torch.ones(12), strategy, controller, SETTINGS, sparse=True, progress=1.0)
+    assert s.backward == 3  # the top-k floor, and the NaN sample is not among them
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_scoring_pass_leaves_batchnorm_statistics_alone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5))
+    x, _ = _batch()
+    model(x)  # materialise the lazy layer
+    before = copy.deepcopy(model[1].state_dict())
+    _score(model, x, SETTINGS)
+    assert model.training
+    for k, v in model[1].state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+@pytest.mark.parametrize("optimizer_cls", [torch.optim.AdamW, torch.optim.SGD])
+def test_optimizer_step_is_skipped_when_nothing_was_active(optimizer_cls):
+    model = tiny_mlp()
+    kwargs = {"momentum": 0.9} if optimizer_cls is torch.optim.SGD else {}
+    opt = optimizer_cls(model.parameters(), lr=0.1, weight_decay=0.1, **kwargs)
+    x, y = _batch()
+    # One real step first so momentum buffers exist and would move the weights.
+    train_step(model, x, y, torch.ones(12), DenseSelection(12), _controller(), SETTINGS, sparse=False, progress=0)
+    assert optimizer_step(model, opt, SETTINGS, window_active=12, grad_clip=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert not optimizer_step(model, opt, SETTINGS, window_active=0, grad_clip=0.0)
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+        assert p.grad is None
+
+
+def test_dense_epochs_calibrate_the_controller():
+    """In dense epochs the controller is fed what would have been active."""
+    model = tiny_mlp()
+    x, y = _batch(64)
+    controller = PIController(target=0.25, kp=1.0, ki=0.0, initial_threshold=1e-3)
+    for _ in range(40):
+        train_step(model, x, y, torch.ones(64), DenseSelection(64), controller, SETTINGS, sparse=False, progress=0)
+        model.zero_grad()
+    # Everything is above 1e-3 at first: the threshold must have risen towards the 75th percentile.
+    assert controller.threshold > 1e-2

@@ -1,0 +1,108 @@
+"""The training run end to end: files, executed work, resume, stopping rules."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from astray.config import load_config
+from astray.metrics import EPOCH_SCHEMA, read_metrics
+from astray.train import run
+from tests.conftest import REPO, small_overrides
+
+QUICKSTART = REPO / "configs/quickstart.yaml"
+DETERMINISTIC = ["train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "activation_rate",
+                 "threshold", "samples_forward", "samples_backward", "flops", "lr"]
+
+
+class Crash(Exception):
+    pass
+
+
+def _cfg(out, **extra):
+    return load_config(QUICKSTART, small_overrides(out, **extra))
+
+
+def test_run_writes_metrics_config_and_loadable_checkpoints(tmp_path):
+    result = run(_cfg(tmp_path / "run", **{"ast.strategy": "reforward"}))
+    out = tmp_path / "run"
+    df = pd.read_parquet(out / "metrics.parquet")
+    assert list(df.columns) == EPOCH_SCHEMA.names
+    assert df["epoch"].tolist() == [1, 2]
+    assert set(df["energy_source"]) == {"model"}
+    assert (df["energy_j"] > 0).all() and (df["train_time_s"] > 0).all()
+    assert df["time_s"].is_monotonic_increasing
+    saved = load_config(out / "config.yaml")
+    assert saved.ast.strategy == "reforward" and saved.dataset.type == "synthetic"
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(out / name, weights_only=True)
+        assert {"model", "optimizer", "controller", "strategy", "rng", "epoch"} <= set(ckpt)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    assert result.stopped == "completed"
+
+
+@pytest.mark.parametrize("strategy", ["reforward", "stale"])
+def test_sparse_strategies_execute_less_work_than_dense(tmp_path, strategy):
+    rows = run(_cfg(tmp_path / strategy, **{"ast.strategy": strategy, "training.epochs": 3,
+                                           "ast.target_activation": 0.3})).rows
+    dense_epoch, sparse = rows[0], rows[1:]
+    assert dense_epoch["strategy"] == "dense" and dense_epoch["samples_backward"] >= dense_epoch["samples_total"]
+    for r in sparse:
+        assert r["strategy"] == strategy
+        assert r["samples_backward"] < 0.6 * r["samples_total"]
+        assert r["flops"] < 0.8 * r["flops_dense"]
+    if strategy == "stale":  # nothing unselected is even loaded
+        assert all(r["samples_forward"] == r["samples_backward"] for r in sparse)
+    else:  # every sample is scored, only the selected ones go backward
+        assert all(r["samples_forward"] == r["samples_total"] + r["samples_backward"] for r in sparse)
+
+
+@pytest.mark.parametrize("strategy", ["stale", "reforward"])
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path, strategy):
+    extra = {"ast.strategy": strategy, "training.epochs": 4}
+    full = run(_cfg(tmp_path / "full", **extra)).rows
+
+    def crash_after_two(row, out):
+        if row["epoch"] == 2:
+            raise Crash()
+
+    cfg = _cfg(tmp_path / "split", **extra)
+    with pytest.raises(Crash):
+        run(cfg, report=crash_after_two)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "split/metrics.parquet")] == [1, 2]
+    resumed = run(cfg, resume=True).rows
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(full[2:], resumed[2:]):
+        assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+
+
+def test_final_dense_fraction_and_warmup_epochs(tmp_path):
+    rows = run(_cfg(tmp_path / "r", **{"ast.strategy": "stale", "training.epochs": 4, "ast.warmup_epochs": 1,
+                                      "ast.final_dense_fraction": 0.25})).rows
+    assert [r["strategy"] for r in rows] == ["dense", "stale", "stale", "dense"]
+
+
+def test_gradient_accumulation_and_early_stop(tmp_path):
+    result = run(_cfg(tmp_path / "r", **{"ast.strategy": "dense", "training.grad_accum_steps": 2,
+                                        "training.epochs": 8, "training.early_stop_patience": 1,
+                                        "training.lr": 1e-9}))
+    # With a learning rate of ~0 validation accuracy soon stops improving.
+    accs = [r["val_acc"] for r in result.rows]
+    assert result.stopped == "early_stop"
+    assert accs[-1] <= max(accs[:-1])
+    assert all(accs[i] > max(accs[:i]) for i in range(1, len(accs) - 1))
+
+
+def test_max_minutes_stops_mid_run_and_keeps_the_checkpoint(tmp_path):
+    result = run(_cfg(tmp_path / "r", **{"training.epochs": 50, "training.max_minutes": 0.0001}))
+    assert result.stopped == "max_minutes"
+    assert len(result.rows) == 1
+    assert torch.load(tmp_path / "r/last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_quickstart_dense_reaches_95_percent(tmp_path):
+    cfg = load_config(QUICKSTART, ["ast.strategy=dense", f"logging.output_dir={tmp_path / 'q'}"])
+    rows = run(cfg).rows
+    assert rows[-1]["val_acc"] > 0.95
