@@ -35,3 +35,7 @@ def cli_entry(main: F) -> F:
             return EXIT_BAD_INPUT
 
     return wrapper  # type: ignore[return-value]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite. Not a user-input error: a sweep records it."""

@@ -38,6 +38,7 @@ class StepStats:
     correct: int
     sig: torch.Tensor  # significance of every loaded sample (CPU), for the score table
     stop: bool  # some rank asked to stop (time budget)
+    diverged: bool  # some rank saw a non-finite loss in the previous step
 
 
 def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
@@ -63,6 +64,7 @@ def train_step(
     sparse: bool,
     progress: float,
     stop_requested: bool = False,
+    nonfinite_seen: bool = False,
 ) -> StepStats:
     """Run one step of adaptive sparse training on this rank's batch.
 
@@ -83,10 +85,11 @@ def train_step(
 
     # Rule 1 and 3 of DESIGN.md §3: one all-reduce gives the global active count for
     # the loss normalisation, the counts for the (shared) controller update, and the
-    # stop flag, so every rank takes the same branch below.
-    counts = dist.all_reduce_sum(torch.tensor([n_selected, n, int(stop_requested)], dtype=torch.float64,
-                                              device=dist.backend_device()))
-    global_active, global_loaded, stop = int(counts[0]), int(counts[1]), bool(counts[2] > 0)
+    # stop and divergence flags, so every rank takes the same branch and stops together.
+    counts = dist.all_reduce_sum(torch.tensor([n_selected, n, int(stop_requested), int(nonfinite_seen)],
+                                              dtype=torch.float64, device=dist.backend_device()))
+    global_active, global_loaded = int(counts[0]), int(counts[1])
+    stop, diverged = bool(counts[2] > 0), bool(counts[3] > 0)
 
     forward = n if scoring else 0
     backward = 0
@@ -129,7 +132,7 @@ def train_step(
         ce = F.cross_entropy(logits_all.float(), y, reduction="sum") if logits_all.shape[1] > 1 else torch.zeros(())
         correct = int((logits_all.argmax(1) == y).sum()) if logits_all.shape[1] > 1 else 0
     return StepStats(n, forward, backward, global_active, global_loaded, float(ce), correct,
-                     sig.detach().cpu(), stop)
+                     sig.detach().cpu(), stop, diverged)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,

@@ -25,7 +25,7 @@ from astray.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_s
 from astray.config import RunConfig, load_config, save_config
 from astray.data import build_datasets
 from astray.energy import create_meter
-from astray.errors import AstrayError, ConfigError, cli_entry
+from astray.errors import AstrayError, ConfigError, TrainingDiverged, cli_entry
 from astray.flops import measure_sample_flops
 from astray.metrics import macro_f1, read_metrics, write_metrics
 from astray.models import check_model_name, create_model
@@ -225,7 +225,7 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
 
         totals = dict(loaded=0, forward=0, backward=0, loss=0.0, correct=0, global_backward=0)
         seen_idx, seen_sig = [], []
-        window_active, stop = 0, False
+        window_active, stop, nonfinite = 0, False, False
         meter.begin()
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(loader):
@@ -235,7 +235,11 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
                 group["lr"] = lr_at(cfg, progress, world)
             over_time = t.max_minutes > 0 and (elapsed_before + time.perf_counter() - started) > 60 * t.max_minutes
             s = train_step(model, x, y, weight_of[idx].to(device), strategy, controller, settings,
-                           sparse=sparse, progress=progress, stop_requested=over_time)
+                           sparse=sparse, progress=progress, stop_requested=over_time, nonfinite_seen=nonfinite)
+            if s.diverged:
+                raise TrainingDiverged(f"training loss became non-finite at epoch {epoch + 1} step {step} "
+                                       f"(lr {lr_at(cfg, progress, world):.3g})")
+            nonfinite = not math.isfinite(s.loss_sum)
             window_active += s.global_active
             last_in_window = (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps or s.stop
             if last_in_window:
@@ -267,6 +271,8 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
             [totals["loaded"], totals["forward"], totals["backward"], totals["loss"], totals["correct"]],
             dtype=torch.float64, device=dist.backend_device())).cpu().tolist()
         loaded, fwd, bwd, loss_sum, correct = summed
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"training loss became non-finite in epoch {epoch + 1}")
         val = evaluate(model, val_loader, device, data.num_classes, autocast, cfg.model.channels_last)
         # Slowest rank's times are the run's times.
         times = dist.all_reduce_max(torch.tensor([train_time, time.perf_counter() - started],
@@ -350,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _log("interrupted: the last finished epoch is in last.pt; continue with --resume")
         return 130
+    except TrainingDiverged as exc:
+        _log(f"diverged: {exc}; finished epochs are kept in {cfg.logging.output_dir}")
+        return 1
     last = result.rows[-1] if result.rows else None
     if last is not None:
         _log(f"done ({result.stopped}): val_acc {last['val_acc']:.4f}, "

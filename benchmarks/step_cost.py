@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         flops = measure_sample_flops(model, data_x[0].to(device))
     dense_flops = flops.dense(B)
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t_start = time.perf_counter()
     for cfg in configs:  # warm-up (untimed): allocator, kernel selection, caches
         for _ in range(args.warmup):
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in order:
             times[i].append(step(configs[i]))
     bench_s = time.perf_counter() - t_start
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     med = [statistics.median(t) * 1e3 for t in times]
     dense_ms = med[0]
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr, "rounds": args.rounds, "warmup_steps_per_config": args.warmup, "quick": args.quick,
         "flops_per_sample_forward": flops.forward, "flops_per_sample_backward": flops.backward,
         "benchmark_seconds": round(bench_s, 2),
+        "loadavg_1min_before": load_before, "loadavg_1min_after": load_after,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "note": ("Each timed step = slice batch from a pre-made tensor dataset (+ host-to-device copy) "
@@ -272,20 +275,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.rounds} interleaved rounds, {args.warmup} warm-up steps/config")
     print(f"flops   : {flops.forward / 1e9:.3f} GFLOP forward, {flops.backward / 1e9:.3f} GFLOP backward per sample")
     print(f"command : {command}")
-    header = (f"{'strategy':<10} {'act':>5} {'ms/step':>9} {'ratio':>6} {'limit':>6} "
+    header = (f"{'strategy':<10} {'act':>5} {'ms/step':>9} {'(min)':>8} {'ratio':>6} {'limit':>6} "
               f"{'fwd/bwd samples':>16} {'FLOPs ratio':>11}")
     print(header)
     print("-" * len(header))
     for row in rows:
         act = "-" if row["strategy"] == "dense" else f"{row['activation']:.2f}"
         fb = f"{row['samples_forward']}/{row['samples_backward']}"
-        print(f"{row['strategy']:<10} {act:>5} {row['ms_per_step_median']:>9.1f} {row['ratio_to_dense']:>6.3f} "
-              f"{row['compute_model_limit']:>6.3f} {fb:>16} {row['executed_flops_ratio']:>11.3f}")
-    print("ratio = median ms/step over dense's; limit = DESIGN.md §1 compute model "
-          "(dense 1, reforward 1/3+a, stale a);")
+        print(f"{row['strategy']:<10} {act:>5} {row['ms_per_step_median']:>9.1f} {row['ms_per_step_min']:>8.1f} "
+              f"{row['ratio_to_dense']:>6.3f} {row['compute_model_limit']:>6.3f} {fb:>16} {row['executed_flops_ratio']:>11.3f}")
+    print("ms/step = median over rounds, (min) = fastest round; ratio = median ms/step over dense's;")
+    print("limit = DESIGN.md §1 compute model (dense 1, reforward 1/3+a, stale a);")
     print("FLOPs ratio = executed FLOPs (measured per-sample forward/backward) over dense.")
     print("note: stale also avoids loading (1-a) of the data; this step-level benchmark does not credit that.")
-    print(f"timed section: {bench_s:.1f} s")
+    load = "" if load_before is None else f" (1-min load average {load_before:.2f} before, {load_after:.2f} after)"
+    print(f"timed section: {bench_s:.1f} s{load}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,14 @@ def test_quickstart_dense_reaches_95_percent(tmp_path):
     cfg = load_config(QUICKSTART, ["ast.strategy=dense", f"logging.output_dir={tmp_path / 'q'}"])
     rows = run(cfg).rows
     assert rows[-1]["val_acc"] > 0.95
+
+
+def test_divergence_raises_and_keeps_finished_epochs(tmp_path):
+    from astray.errors import TrainingDiverged
+
+    cfg = _cfg(tmp_path / "r", **{"ast.strategy": "dense", "training.epochs": 3})
+    run(cfg)  # three good epochs, then a resumed run with a huge learning rate
+    cfg2 = _cfg(tmp_path / "r", **{"ast.strategy": "dense", "training.epochs": 5, "training.lr": 1e6})
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        run(cfg2, resume=True)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r/metrics.parquet")] == [1, 2, 3]

@@ -1,0 +1,140 @@
+"""The sweep's Parquet result store.
+
+Layout under ``<sweep.results_dir>/<sweep.name>/``::
+
+    sweep.json               manifest: resolved config, versions, git commit, hardware
+    trials/<trial_id>.parquet  one row per trial (its latest state)
+    epochs/<trial_id>.parquet  one row per (trial, epoch)
+
+One writer (the sweep driver) owns these files, so trials on many nodes never race on
+them. Every write goes to a dot-prefixed temporary file in the same directory and is
+then ``os.replace``-d into place: readers (which skip dot files) never see half a file.
+A trial's files are rewritten whole, keyed by (trial_id, epoch), so writing the same
+results again — a resumed sweep, a retried trial — never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astray.metrics import EPOCH_SCHEMA
+
+TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("trial_id", pa.string()),
+    ("status", pa.string()),           # running | completed | diverged | error
+    ("is_baseline", pa.bool_()),
+    ("val_acc", pa.float64()),         # best validation accuracy over epochs
+    ("final_val_acc", pa.float64()),
+    ("val_macro_f1", pa.float64()),    # at the best epoch
+    ("energy_j", pa.float64()),        # training energy, all epochs, all ranks
+    ("energy_source", pa.string()),
+    ("flops", pa.float64()),
+    ("flops_dense", pa.float64()),
+    ("time_s", pa.float64()),
+    ("epochs", pa.int64()),
+    ("activation_rate", pa.float64()),  # realised mean over the epochs
+    ("error", pa.string()),
+    ("node_id", pa.string()),          # Ray node(s) the trial ran on, comma-separated
+    ("config_json", pa.string()),      # the trial's full resolved config
+]
+
+
+def trial_schema(searched: dict[str, pa.DataType]) -> pa.Schema:
+    """Fixed columns, then one column per searched dotted key, named by that key."""
+    return pa.schema(TRIAL_COLUMNS + list(searched.items()))
+
+
+EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(EPOCH_SCHEMA.names, EPOCH_SCHEMA.types)))
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def summarize(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Trial-level figures from its epoch rows."""
+    if not rows:
+        return {"trial_id": trial_id, "epochs": 0}
+    accs = [r["val_acc"] for r in rows]
+    finite = [a for a in accs if not math.isnan(a)]
+    best = max(range(len(rows)), key=lambda i: accs[i] if not math.isnan(accs[i]) else -1.0)
+    return {
+        "trial_id": trial_id,
+        "val_acc": max(finite) if finite else float("nan"),
+        "final_val_acc": rows[-1]["val_acc"],
+        "val_macro_f1": rows[best]["val_macro_f1"],
+        "energy_j": sum(r["energy_j"] for r in rows),
+        "energy_source": rows[-1]["energy_source"],
+        "flops": sum(r["flops"] for r in rows),
+        "flops_dense": sum(r["flops_dense"] for r in rows),
+        "time_s": rows[-1]["time_s"],
+        "epochs": len(rows),
+        "activation_rate": sum(r["activation_rate"] for r in rows) / len(rows),
+    }
+
+
+class ResultStore:
+    """Writes one sweep's trials, epochs and manifest. Only the driver writes."""
+
+    def __init__(self, root: str | Path, searched: dict[str, pa.DataType]) -> None:
+        self.root = Path(root)
+        self.searched = dict(searched)
+        self.trials_dir = self.root / "trials"
+        self.epochs_dir = self.root / "epochs"
+        self._schema = trial_schema(self.searched)
+
+    def open(self) -> ResultStore:
+        self.trials_dir.mkdir(parents=True, exist_ok=True)
+        self.epochs_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        path = self.root / "sweep.json"
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+
+    def write_epochs(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace the trial's epoch rows; a later row for the same epoch wins."""
+        by_epoch = {int(r["epoch"]): r for r in rows}
+        ordered = [dict(by_epoch[e], trial_id=trial_id) for e in sorted(by_epoch)]
+        table = pa.Table.from_pylist(ordered, schema=EPOCHS_SCHEMA)
+        _atomic_write(table, self.epochs_dir / f"{trial_id}.parquet")
+
+    def write_trial(self, record: dict[str, Any]) -> None:
+        """Replace the trial's row. ``record`` holds trial columns and searched keys."""
+        row = {name: record.get(name) for name in self._schema.names}
+        for key, kind in self.searched.items():
+            if kind == pa.string() and row[key] is not None:
+                row[key] = str(row[key])
+        table = pa.Table.from_pylist([row], schema=self._schema)
+        _atomic_write(table, self.trials_dir / f"{record['trial_id']}.parquet")
+
+    def read_epochs(self, trial_id: str) -> list[dict[str, Any]]:
+        path = self.epochs_dir / f"{trial_id}.parquet"
+        return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def read_trials(root: str | Path) -> pa.Table:
+    """All trial rows of a sweep (also while it runs)."""
+    return _read_dir(Path(root) / "trials")
+
+
+def read_epochs(root: str | Path) -> pa.Table:
+    return _read_dir(Path(root) / "epochs")
+
+
+def _read_dir(path: Path) -> pa.Table:
+    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return pa.table({})
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")

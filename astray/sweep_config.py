@@ -1,0 +1,235 @@
+"""Typed sweep configuration: the ``search``, ``sweep`` and ``resources`` sections.
+
+``search.space`` maps any dotted run-config key to a distribution::
+
+    search:
+      space:
+        ast.target_activation: {type: uniform, low: 0.1, high: 0.6}
+        training.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
+        training.batch_size: {type: int, low: 32, high: 128, step: 32}
+        ast.strategy: {type: choice, values: [reforward, stale]}
+
+Every key is checked against the run config (it must exist), and every value the
+space can produce is checked by building the run config with it, so a bad space fails
+before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from astray.config import RunConfig, _build_section, _range, _unknown, apply_overrides, build_config, load_raw
+from astray.errors import ConfigError
+
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "ast.kp": {"type": "loguniform", "low": 0.1, "high": 5.0},
+    "ast.ki": {"type": "loguniform", "low": 1e-3, "high": 0.2},
+    "ast.target_activation": {"type": "uniform", "low": 0.1, "high": 0.6},
+    "ast.entropy_weight": {"type": "uniform", "low": 0.0, "high": 0.5},
+}
+
+DEFAULT_OBJECTIVES: list[dict[str, str]] = [
+    {"metric": "val_acc", "mode": "max"},
+    {"metric": "energy_j", "mode": "min"},
+]
+
+# Trial-level metrics an objective may name (columns of the trials table).
+OBJECTIVE_METRICS = ("val_acc", "final_val_acc", "val_macro_f1", "energy_j", "flops", "time_s", "activation_rate")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched dimension."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    values: tuple[Any, ...] = ()
+
+    def arrow_type(self) -> pa.DataType:
+        if self.type in ("uniform", "loguniform"):
+            return pa.float64()
+        if self.type == "int":
+            return pa.int64()
+        if all(isinstance(v, bool) for v in self.values):
+            return pa.bool_()
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in self.values):
+            return pa.int64()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values):
+            return pa.float64()
+        return pa.string()
+
+    def corners(self) -> list[Any]:
+        """Values at the edges of the space, used to validate it up front."""
+        if self.type == "choice":
+            return list(self.values)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+def parse_param(key: str, spec: Any) -> Param:
+    where = f"search.space.{key}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}={spec!r} must be a mapping like {{type: uniform, low: 0.1, high: 0.5}}")
+    kind = spec.get("type")
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}.type={kind!r} is not allowed; choose one of {', '.join(DISTRIBUTIONS)}")
+    allowed = {"type", "values"} if kind == "choice" else {"type", "low", "high", "step"}
+    for extra in set(spec) - allowed:
+        raise ConfigError(f"unknown key {where}.{extra!r} for type {kind}; allowed: {', '.join(sorted(allowed))}")
+    if kind == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.values={values!r} must be a non-empty list")
+        return Param(key, kind, values=tuple(values))
+    low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
+    for name, v in (("low", low), ("high", high)):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{name}={v!r} must be a number") from None
+    low, high = float(low), float(high)
+    if not low < high:
+        raise ConfigError(f"{where}: low={low:g} must be below high={high:g}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}.low={low:g} must be > 0 for loguniform")
+    if kind == "int" and (low != int(low) or high != int(high)):
+        raise ConfigError(f"{where}: int bounds must be whole numbers, got {low:g}..{high:g}")
+    if step is not None:
+        _range(f"{where}.step", float(step), lo=0, lo_open=True)
+    return Param(key, kind, low, high, None if step is None else float(step))
+
+
+@dataclass
+class Objective:
+    metric: str
+    mode: str
+
+
+@dataclass
+class SearchConfig:
+    space: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))
+    objectives: list[Any] = field(default_factory=lambda: [dict(o) for o in DEFAULT_OBJECTIVES])
+    sampler: str = "tpe"  # tpe | nsga2 | random
+    seed: int = 0
+    num_samples: int = 8  # searched trials (the dense baseline comes on top)
+    max_concurrent: int = 2  # trials running at once (always bounded)
+    baseline: bool = True  # run one dense trial with the same budget
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, dict) or not self.space:
+            raise ConfigError("search.space must map dotted config keys to distributions")
+        self.params = [parse_param(k, v) for k, v in self.space.items()]
+        objectives = []
+        if not isinstance(self.objectives, list) or not self.objectives:
+            raise ConfigError("search.objectives must be a non-empty list of {metric, mode}")
+        for i, o in enumerate(self.objectives):
+            if not isinstance(o, dict) or set(o) != {"metric", "mode"}:
+                raise ConfigError(f"search.objectives[{i}]={o!r} must be {{metric: NAME, mode: max|min}}")
+            if o["metric"] not in OBJECTIVE_METRICS:
+                raise ConfigError(f"search.objectives[{i}].metric={o['metric']!r} is not allowed; "
+                                  f"choose one of {', '.join(OBJECTIVE_METRICS)}")
+            if o["mode"] not in ("max", "min"):
+                raise ConfigError(f"search.objectives[{i}].mode={o['mode']!r} is not allowed; choose max or min")
+            objectives.append(Objective(o["metric"], o["mode"]))
+        self.parsed_objectives = objectives
+        if self.sampler not in ("tpe", "nsga2", "random"):
+            raise ConfigError(f"search.sampler={self.sampler!r} is not allowed; choose one of tpe, nsga2, random")
+        _range("search.num_samples", self.num_samples, lo=1)
+        _range("search.max_concurrent", self.max_concurrent, lo=1)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"  # names the result folder and the Ray experiment
+    results_dir: str = "results/sweeps"  # the Parquet store goes to <results_dir>/<name>/
+    storage: str = ""  # Ray storage_path (checkpoints); "" = <results_dir>/<name>/ray. Shared FS or s3:// for multi-node
+    max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"sweep.name={self.name!r} must be letters, digits, '_', '-', '.' (a folder name)")
+        _range("sweep.max_failures", self.max_failures, lo=0)
+
+
+@dataclass
+class ResourcesConfig:
+    workers_per_trial: int = 1  # >1: a Ray Train TorchTrainer runs the trial with DDP
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # fractional (<1) lets one-worker trials share a GPU
+    placement_strategy: str = "PACK"  # PACK | SPREAD: how a trial's workers are placed on nodes
+
+    def __post_init__(self) -> None:
+        _range("resources.workers_per_trial", self.workers_per_trial, lo=1)
+        _range("resources.cpus_per_worker", self.cpus_per_worker, lo=0)
+        _range("resources.gpus_per_worker", self.gpus_per_worker, lo=0)
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_worker < 1:
+            raise ConfigError(f"resources.gpus_per_worker={self.gpus_per_worker:g}: fractional GPUs only for "
+                              "one-worker trials (DDP needs a whole GPU per worker)")
+        if self.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            raise ConfigError(f"resources.placement_strategy={self.placement_strategy!r} is not allowed; "
+                              "choose PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
+
+
+@dataclass
+class SweepSpec:
+    """Everything ``astray.tune`` needs: the base run config and the sweep sections."""
+
+    run: RunConfig
+    raw_run: dict[str, Any]  # the run sections as a nested dict (trial configs start from it)
+    search: SearchConfig
+    sweep: SweepConfig
+    resources: ResourcesConfig
+
+    def trial_config(self, params: dict[str, Any]) -> RunConfig:
+        """The run config of one trial: the base with the searched values set."""
+        return build_config(set_dotted(self.raw_run, params))
+
+
+def set_dotted(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    out = copy.deepcopy(raw)
+    for key, value in params.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_sweep(path: str, overrides: list[str] | None = None) -> SweepSpec:
+    """Load and validate a sweep config; every error is one line, before Ray starts."""
+    raw = apply_overrides(load_raw(path), list(overrides or []))
+    run = build_config(raw)
+    search = _build_section(SearchConfig, "search", raw.get("search"))
+    sweep = _build_section(SweepConfig, "sweep", raw.get("sweep"))
+    resources = _build_section(ResourcesConfig, "resources", raw.get("resources"))
+    raw_run = {k: v for k, v in raw.items() if k not in ("search", "sweep", "resources")}
+    run_keys = {f"{s.name}.{f.name}" for s in dataclasses.fields(RunConfig)
+                for f in dataclasses.fields(getattr(run, s.name))}
+    for p in search.params:
+        if p.key not in run_keys:
+            raise _unknown(f"search.space.{p.key}", p.key, sorted(run_keys))
+        for value in p.corners():
+            try:
+                build_config(set_dotted(raw_run, {p.key: value}))
+            except ConfigError as exc:
+                raise ConfigError(f"search.space.{p.key} can produce {value!r}, which the run rejects: {exc}") from None
+    spec = SweepSpec(run, raw_run, search, sweep, resources)
+    return spec
+
