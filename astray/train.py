@@ -147,8 +147,8 @@ def validate_for_run(cfg: RunConfig, resume: bool) -> Path:
 def run(cfg: RunConfig, resume: bool = False, report: Report | None = None) -> RunResult:
     """Train per ``cfg``; write metrics.parquet, config.yaml, last.pt and best.pt.
 
-    ``report(row, output_dir)`` is called on the primary rank after each epoch, once
-    the row and the checkpoint are on disk (Ray Tune uses it).
+    ``report(row, output_dir)`` is called on every rank after each epoch, once the
+    primary has the row and the checkpoint on disk (Ray Tune and Ray Train use it).
     """
     out = validate_for_run(cfg, resume)
     device = resolve_device(cfg.training.device)
@@ -310,8 +310,10 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
             if improved:
                 atomic_save(state, out / "best.pt")
             write_metrics(rows, out / "metrics.parquet")
-            if report is not None:
-                report(row, out)
+        if report is not None:
+            # Every rank reports the same (all-reduced) row: Ray Train's report is a
+            # barrier all workers must reach; only the primary's files exist.
+            report(row, out)
         _log(_progress_line(row, t.epochs))
 
         if stop:
