@@ -113,7 +113,7 @@ class ASTConfig:
     ki_warmup_epochs: float = 0.0  # ramp ki linearly from 0 over this many epochs
     warmup_epochs: int = 1  # dense epochs first (they calibrate threshold and scores)
     min_active_fraction: float = 0.05  # per-step floor, filled by top-k significance
-    stale_keep_prob: float = 0.05  # stale: keep a below-threshold sample with this prob.
+    stale_keep_prob: float = 0.0  # stale: keep a below-threshold sample with this prob. (weight 1/p)
     final_dense_fraction: float = 0.0  # train dense for this last share of epochs
 
     def __post_init__(self) -> None:

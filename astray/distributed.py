@@ -146,3 +146,12 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def gather_strings(value: str) -> list[str]:
+    """Every rank's string, in rank order (e.g. the node each rank runs on)."""
+    if not is_distributed():
+        return [value]
+    out: list[str] = [""] * world_size()
+    dist.all_gather_object(out, value)
+    return out

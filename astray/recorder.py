@@ -1,0 +1,109 @@
+"""The sweep driver's bookkeeping: trial events in, store rows and a progress line out.
+
+Pure Python (no Ray): ``ray_adapter.StoreCallback`` forwards Tune's hooks here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from astray.config import build_config
+from astray.pareto import non_dominated
+from astray.store import ResultStore, read_trials, summarize
+from astray.sweep_config import SweepSpec
+
+BASELINE_KEY = "is_baseline"
+
+
+class SweepRecorder:
+    """Keeps each trial's row up to date in the store and prints a one-line summary."""
+
+    def __init__(self, store: ResultStore, spec: SweepSpec, total_trials: int,
+                 echo: Callable[[str], None] = print) -> None:
+        self.store = store
+        self.spec = spec
+        self.total = total_trials
+        self.echo = echo
+        self.records: dict[str, dict[str, Any]] = {}
+        self.epochs: dict[str, list[dict[str, Any]]] = {}
+
+    def load_existing(self) -> None:
+        """Pick up the rows a previous driver wrote (``--resume``)."""
+        for rec in read_trials(self.store.root).to_pylist():
+            if rec["trial_id"] not in self.records:
+                self.records[rec["trial_id"]] = rec
+                self.epochs[rec["trial_id"]] = self.store.read_epochs(rec["trial_id"])
+
+    def _record(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        rec = self.records.get(trial_id)
+        if rec is None:
+            from astray.trial import trial_run_config  # the same resolution the trial applies
+
+            resolved = build_config(trial_run_config(self.spec, config))
+            rec = {"trial_id": trial_id, "status": "running", BASELINE_KEY: bool(config.get(BASELINE_KEY)),
+                   "epochs": 0, "error": None, "node_id": None,
+                   "config_json": json.dumps(resolved.to_dict(), sort_keys=True)}
+            for p in self.spec.search.params:
+                rec[p.key] = config.get(p.key)
+            self.records[trial_id] = rec
+            # A resumed sweep starts from what the store already holds for this trial.
+            self.epochs[trial_id] = self.store.read_epochs(trial_id)
+        return rec
+
+    def on_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        rec = self._record(trial_id, config)
+        if "epoch_row" in result:
+            row = json.loads(result["epoch_row"])
+            rows = [r for r in self.epochs[trial_id] if r["epoch"] != row["epoch"]] + [row]
+            rows.sort(key=lambda r: r["epoch"])
+            self.epochs[trial_id] = rows
+            self.store.write_epochs(trial_id, rows)
+            rec.update(summarize(trial_id, rows))
+        if result.get("status") == "diverged":
+            rec["status"], rec["error"] = "diverged", result.get("error")
+        if result.get("node_ids"):
+            rec["node_id"] = result["node_ids"]
+        self.store.write_trial(rec)
+
+    def on_complete(self, trial_id: str, config: dict[str, Any]) -> None:
+        rec = self._record(trial_id, config)
+        if rec["status"] != "diverged":
+            rec["status"], rec["error"] = "completed", None
+        self.store.write_trial(rec)
+        self.echo(self.summary_line())
+
+    def on_error(self, trial_id: str, config: dict[str, Any], error: str) -> None:
+        rec = self._record(trial_id, config)
+        rec["status"], rec["error"] = "error", error
+        self.store.write_trial(rec)
+        self.echo(self.summary_line())
+
+    def on_retry(self, trial_id: str, config: dict[str, Any]) -> None:
+        rec = self._record(trial_id, config)
+        rec["status"] = "retrying"
+        self.store.write_trial(rec)
+
+    def summary_line(self) -> str:
+        """done/total, best accuracy, lowest energy, size of the current front."""
+        finished = [r for r in self.records.values() if r["status"] in ("completed", "diverged", "error")]
+        good = [r for r in finished if r["status"] == "completed" and not _nan(r.get("val_acc"))]
+        failed = len(finished) - len(good)
+        parts = [f"[astray] trials {len(finished)}/{self.total} done" + (f" ({failed} failed)" if failed else "")]
+        if good:
+            best = max(good, key=lambda r: r["val_acc"])
+            low = min(good, key=lambda r: r["energy_j"])
+            objectives = self.spec.search.parsed_objectives
+            points = [[float(r.get(o.metric, math.nan)) for o in objectives] for r in good]
+            front = non_dominated(points, [o.mode == "max" for o in objectives])
+            parts += [f"best val_acc {best['val_acc']:.4f} ({best['trial_id']})",
+                      f"lowest energy {low['energy_j']:.1f} J [{low.get('energy_source')}] ({low['trial_id']})",
+                      f"front {len(front)}"]
+        return " | ".join(parts)
+
+
+def _nan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
