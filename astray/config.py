@@ -150,6 +150,7 @@ class TrainingConfig:
     mixed_precision: str = "none"  # none | bf16 | fp16 (CUDA only; ignored on CPU)
     early_stop_patience: int = 0  # epochs without val_acc gain; 0 = off
     max_minutes: float = 0.0  # wall-clock budget for training; 0 = off
+    max_loss: float = 1e4  # mean per-sample loss above this counts as diverged; 0 = only NaN/inf
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch's default
@@ -168,6 +169,7 @@ class TrainingConfig:
         _choice("training.mixed_precision", self.mixed_precision, ("none", "bf16", "fp16"))
         _range("training.early_stop_patience", self.early_stop_patience, lo=0)
         _range("training.max_minutes", self.max_minutes, lo=0)
+        _range("training.max_loss", self.max_loss, lo=0)
         _choice("training.device", self.device, ("auto", "cpu", "cuda"))
         _range("training.threads", self.threads, lo=0)
 

@@ -46,8 +46,10 @@ class SweepRecorder:
             rec = {"trial_id": trial_id, "status": "running", BASELINE_KEY: bool(config.get(BASELINE_KEY)),
                    "epochs": 0, "error": None, "node_id": None,
                    "config_json": json.dumps(resolved.to_dict(), sort_keys=True)}
-            for p in self.spec.search.params:
-                rec[p.key] = config.get(p.key)
+            settings = resolved.to_dict()
+            for p in self.spec.search.params:  # the values the trial really trained with
+                section, name = p.key.split(".", 1)
+                rec[p.key] = settings[section][name]
             self.records[trial_id] = rec
             # A resumed sweep starts from what the store already holds for this trial.
             self.epochs[trial_id] = self.store.read_epochs(trial_id)

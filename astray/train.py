@@ -237,9 +237,11 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
             s = train_step(model, x, y, weight_of[idx].to(device), strategy, controller, settings,
                            sparse=sparse, progress=progress, stop_requested=over_time, nonfinite_seen=nonfinite)
             if s.diverged:
-                raise TrainingDiverged(f"training loss became non-finite at epoch {epoch + 1} step {step} "
+                raise TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
+                                       f"{t.max_loss:g} at epoch {epoch + 1} step {step} "
                                        f"(lr {lr_at(cfg, progress, world):.3g})")
-            nonfinite = not math.isfinite(s.loss_sum)
+            mean_loss = s.loss_sum / max(s.loaded, 1)
+            nonfinite = not math.isfinite(mean_loss) or (t.max_loss > 0 and mean_loss > t.max_loss)
             window_active += s.global_active
             last_in_window = (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps or s.stop
             if last_in_window:
@@ -271,8 +273,9 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
             [totals["loaded"], totals["forward"], totals["backward"], totals["loss"], totals["correct"]],
             dtype=torch.float64, device=dist.backend_device())).cpu().tolist()
         loaded, fwd, bwd, loss_sum, correct = summed
-        if not math.isfinite(loss_sum):
-            raise TrainingDiverged(f"training loss became non-finite in epoch {epoch + 1}")
+        if not math.isfinite(loss_sum) or (t.max_loss > 0 and loss_sum / max(loaded, 1) > t.max_loss):
+            raise TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
+                                   f"{t.max_loss:g} in epoch {epoch + 1}")
         val = evaluate(model, val_loader, device, data.num_classes, autocast, cfg.model.channels_last)
         # Slowest rank's times are the run's times.
         times = dist.all_reduce_max(torch.tensor([train_time, time.perf_counter() - started],

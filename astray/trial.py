@@ -28,10 +28,12 @@ CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.parquet", "config.yaml")
 
 def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | None = None) -> dict[str, Any]:
     """The raw run config of a trial: base + searched values (+ dense for the baseline)."""
-    params = {p.key: config[p.key] for p in spec.search.params if p.key in config}
-    raw = set_dotted(spec.raw_run, params)
     if config.get(ray_adapter.BASELINE_ATTR):
-        raw = set_dotted(raw, {"ast.strategy": "dense"})
+        # The baseline is the base config trained dense: searched values (which Optuna
+        # needs it to carry) are not applied, so it has the budget the sweep started from.
+        raw = set_dotted(spec.raw_run, {"ast.strategy": "dense"})
+    else:
+        raw = set_dotted(spec.raw_run, {p.key: config[p.key] for p in spec.search.params if p.key in config})
     if work_dir is not None:
         raw = set_dotted(raw, {"logging.output_dir": str(work_dir)})
     threads = raw.get("training", {}).get("threads", 0)

@@ -1,0 +1,156 @@
+"""Real Ray sweeps on the CPU: store contents, DDP trials, failures as data, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow.dataset as pads
+import pytest
+
+from astray.store import read_epochs, read_trials
+from tests.conftest import PYTHON, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _sweep_args(results: os.PathLike, name: str, **extra: object) -> list[str]:
+    values: dict[str, object] = {
+        "model.name": "test_resnet", "dataset.type": "synthetic", "dataset.num_classes": 4,
+        "dataset.image_size": 16, "dataset.synthetic_samples": 192, "training.batch_size": 32,
+        "training.epochs": 2, "training.lr": 0.05, "training.device": "cpu",
+        "search.num_samples": 2, "search.max_concurrent": 2, "search.sampler": "random",
+        "sweep.name": name, "sweep.results_dir": str(results),
+    }
+    values.update(extra)
+    args = [str(REPO / "configs/quickstart.yaml")]
+    for k, v in values.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def _tune(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.run([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_sweep_fills_the_store(tmp_path):
+    proc = _tune(_sweep_args(tmp_path, "s4", **{"search.num_samples": 4}))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / "s4"
+    trials = read_trials(root).to_pandas()
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"completed"}
+    assert trials["is_baseline"].sum() == 1
+    base = trials[trials["is_baseline"]].iloc[0]
+    assert json.loads(base["config_json"])["ast"]["strategy"] == "dense"
+    searched = trials[~trials["is_baseline"]]
+    assert all(json.loads(c)["ast"]["strategy"] == "stale" for c in searched["config_json"])
+    for key in ("ast.kp", "ast.ki", "ast.target_activation", "ast.entropy_weight"):
+        assert trials[key].notna().all()
+        assert all(json.loads(c)["ast"][key.split(".")[1]] == pytest.approx(v)
+                   for c, v in zip(trials["config_json"], trials[key]))
+    assert (trials["epochs"] == 2).all() and (trials["energy_source"] == "model").all()
+    assert (searched["flops"] < base["flops"]).all()  # sparse trials executed less work
+    assert trials["node_id"].notna().all()
+
+    epochs = read_epochs(root).to_pandas()
+    assert len(epochs) == 10 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    for tid, group in epochs.groupby("trial_id"):
+        row = trials.set_index("trial_id").loc[tid]
+        assert group["energy_j"].sum() == pytest.approx(row["energy_j"])
+        assert group["val_acc"].max() == pytest.approx(row["val_acc"])
+
+    manifest = json.loads((root / "sweep.json").read_text())
+    assert manifest["config"]["search"]["num_samples"] == 4
+    assert manifest["libraries"]["ray"] and manifest["libraries"]["torch"] and manifest["astray_version"]
+    assert "cpu_count" in manifest["hardware"] and manifest["study_name"].startswith("astray-s4-")
+
+    # Every reader users reach for reads the store as it is.
+    assert len(pd.read_parquet(root / "trials")) == 5
+    assert pads.dataset(root / "epochs").count_rows() == 10
+    assert duckdb.sql(f"select count(*) from read_parquet('{root}/trials/*.parquet')").fetchall()[0][0] == 5
+    assert pl.read_parquet(f"{root}/epochs/*.parquet").height == 10
+    assert "[astray] trials 5/5 done" in proc.stdout
+    assert not list(root.rglob(".*.tmp-*"))
+
+    again = _tune(_sweep_args(tmp_path, "s4", **{"search.num_samples": 4}))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert len(read_trials(root)) == 5
+
+
+def test_two_worker_ddp_trial(tmp_path):
+    proc = _tune(_sweep_args(tmp_path, "ddp", **{"search.num_samples": 1, "search.baseline": False,
+                                                  "search.max_concurrent": 1, "resources.workers_per_trial": 2}))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_trials(tmp_path / "ddp").to_pandas()
+    assert len(trials) == 1 and trials["status"][0] == "completed" and trials["epochs"][0] == 2
+    assert "2 process(es)" in proc.stdout  # the engine ran under DDP with two ranks
+    epochs = read_epochs(tmp_path / "ddp").to_pandas()
+    assert epochs["epoch"].tolist() == [1, 2]
+
+
+def test_diverging_and_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    proc = _tune(_sweep_args(tmp_path, "div", **{
+        "search.num_samples": 1, "search.space": "{training.lr: {type: choice, values: [10000.0]}}",
+        "sweep.max_failures": 0}))
+    # The baseline keeps the base learning rate; the searched trial gets 1e4 and diverges.
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_trials(tmp_path / "div").to_pandas().set_index("is_baseline")
+    assert trials.loc[True, "status"] == "completed"
+    assert trials.loc[False, "status"] == "diverged"
+    assert "non-finite" in trials.loc[False, "error"]
+    assert "(1 failed)" in proc.stdout
+    lrs = {b: json.loads(c)["training"]["lr"] for b, c in zip(trials.index, trials["config_json"])}
+    assert lrs == {True: 0.05, False: 10000.0} and trials.loc[True, "training.lr"] == 0.05
+
+
+def test_bad_search_space_fails_before_ray_starts(tmp_path):
+    proc = _tune(_sweep_args(tmp_path, "bad", **{
+        "search.space": "{ast.target_activation: {type: uniform, low: 0.5, high: 1.5}}"}), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "ast.target_activation" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
+
+
+def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+    args = _sweep_args(tmp_path, "res", **{"search.num_samples": 3, "search.max_concurrent": 1, "training.epochs": 3})
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    root = tmp_path / "res"
+    deadline = time.monotonic() + 400
+    done_before: pd.DataFrame | None = None
+    while time.monotonic() < deadline and driver.poll() is None:
+        if (root / "trials").exists():
+            t = read_trials(root).to_pandas()
+            if len(t) and (t["status"] == "completed").sum() >= 1:
+                time.sleep(3)  # let the experiment snapshot record the completion
+                done_before = read_epochs(root).to_pandas()
+                break
+        time.sleep(1)
+    assert driver.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    driver.wait()
+    finished = set(read_trials(root).to_pandas().query("status == 'completed'")["trial_id"])
+    assert finished
+
+    proc = _tune(args + ["--resume"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_trials(root).to_pandas()
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"completed"} and trials["is_baseline"].sum() == 1
+    epochs = read_epochs(root).to_pandas()
+    assert len(epochs) == 12 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    # Trials finished before the kill were not trained again: their rows are untouched.
+    key = ["trial_id", "epoch", "train_time_s", "val_acc"]
+    before = done_before[done_before["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
+    after = epochs[epochs["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
