@@ -218,6 +218,9 @@ class StoreCallback(tune.Callback):
     def setup(self, **info: Any) -> None:
         self.recorder.load_existing()
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.recorder.on_start(trial.trial_id, trial.config)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.recorder.on_result(trial.trial_id, trial.config, result)
 

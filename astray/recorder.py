@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,12 @@ class SweepRecorder:
             self.epochs[trial_id] = self.store.read_epochs(trial_id)
         return rec
 
+    def on_start(self, trial_id: str, config: dict[str, Any]) -> None:
+        rec = self._record(trial_id, config)
+        if rec.get("started_at") is None:
+            rec["started_at"] = time.time()
+        self.store.write_trial(rec)
+
     def on_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         rec = self._record(trial_id, config)
         if "epoch_row" in result:
@@ -68,18 +75,22 @@ class SweepRecorder:
             rec["status"], rec["error"] = "diverged", result.get("error")
         if result.get("node_ids"):
             rec["node_id"] = result["node_ids"]
+        if "report_s" in result:
+            rec["report_s"] = result["report_s"]
         self.store.write_trial(rec)
 
     def on_complete(self, trial_id: str, config: dict[str, Any]) -> None:
         rec = self._record(trial_id, config)
         if rec["status"] != "diverged":
             rec["status"], rec["error"] = "completed", None
+        rec["ended_at"] = time.time()
         self.store.write_trial(rec)
         self.echo(self.summary_line())
 
     def on_error(self, trial_id: str, config: dict[str, Any], error: str) -> None:
         rec = self._record(trial_id, config)
         rec["status"], rec["error"] = "error", error
+        rec["ended_at"] = time.time()
         self.store.write_trial(rec)
         self.echo(self.summary_line())
 

@@ -42,6 +42,9 @@ TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("activation_rate", pa.float64()),  # realised mean over the epochs
     ("error", pa.string()),
     ("node_id", pa.string()),          # Ray node(s) the trial ran on, comma-separated
+    ("started_at", pa.float64()),      # unix seconds the driver saw the trial start (first attempt)
+    ("ended_at", pa.float64()),        # ... and finish; minus time_s = Ray start-up and tear-down
+    ("report_s", pa.float64()),        # seconds the trial spent handing results and checkpoints to Ray
     ("config_json", pa.string()),      # the trial's full resolved config
 ]
 

@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,11 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         cfg = build_config(raw)
 
         def report(row: dict[str, Any], out: Path) -> None:
+            t0 = time.perf_counter()
             rows = read_metrics(out / "metrics.parquet")
             ray_adapter.report(_metrics(rows, row, extra), [out / f for f in CHECKPOINT_FILES])
+            # Time spent handing results and checkpoints to Ray, carried in the next report.
+            extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0
 
         try:
             run(cfg, resume=resume, report=report)
@@ -99,8 +103,10 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
     def report(row: dict[str, Any], out: Path) -> None:
         if rank == 0:
+            t0 = time.perf_counter()
             rows = read_metrics(out / "metrics.parquet")
             ray_adapter.train_worker_report(_metrics(rows, row, extra), [out / f for f in CHECKPOINT_FILES])
+            extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0
         else:
             ray_adapter.train_worker_report({"epoch": row["epoch"]}, None)
 
