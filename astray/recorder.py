@@ -19,15 +19,21 @@ from astray.sweep_config import SweepSpec
 BASELINE_KEY = "is_baseline"
 
 
+def print_line(line: str) -> None:
+    # A module function, not the print builtin: the recorder is pickled with the
+    # experiment, and Ray replaces builtins.print in some processes.
+    print(line, flush=True)
+
+
 class SweepRecorder:
     """Keeps each trial's row up to date in the store and prints a one-line summary."""
 
     def __init__(self, store: ResultStore, spec: SweepSpec, total_trials: int,
-                 echo: Callable[[str], None] = print) -> None:
+                 echo: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.spec = spec
         self.total = total_trials
-        self.echo = echo
+        self.echo = echo or print_line
         self.records: dict[str, dict[str, Any]] = {}
         self.epochs: dict[str, list[dict[str, Any]]] = {}
 
