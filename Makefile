@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    create .venv, install astray, run the main job on the embedded digits data
+#   make run    create .venv, install astray, run the quickstart sweep on the embedded digits data
 #   make test   create .venv, install astray with test extras, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(PY) -m astray.train configs/quickstart.yaml --set logging.output_dir=results/runs/quickstart-$(STAMP)
+	$(PY) -m astray.tune configs/quickstart.yaml --set sweep.name=quickstart-$(STAMP)
 
 test: setup
 	$(PY) -m pytest
@@ -24,6 +24,7 @@ test: setup
 benchmark: setup
 	$(PY) benchmarks/step_cost.py
 	$(PY) benchmarks/quickstart_tradeoff.py
+	$(PY) benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
