@@ -154,3 +154,45 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     before = done_before[done_before["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
     after = epochs[epochs["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
+
+
+def _trial_processes() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.parametrize("max_failures, final_status", [(1, "completed"), (0, "error")])
+def test_killed_trial_is_retried_from_its_checkpoint_or_recorded(tmp_path, max_failures, final_status):
+    args = _sweep_args(tmp_path, "kill", **{"search.num_samples": 1, "search.baseline": False,
+                                             "search.max_concurrent": 1, "training.epochs": 6,
+                                             "sweep.max_failures": max_failures})
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    root = tmp_path / "kill"
+    deadline = time.monotonic() + 300
+    before = None
+    while time.monotonic() < deadline and driver.poll() is None:
+        if (root / "epochs").exists() and len(read_epochs(root)) >= 2:
+            before = read_epochs(root).to_pandas()
+            break
+        time.sleep(0.5)
+    assert before is not None, "no epoch reached the store"
+    pids = _trial_processes()
+    assert pids, "trial process not found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)  # the trial's worker dies mid-training, as on node loss
+    out, _ = driver.communicate(timeout=400)
+    assert driver.returncode == 0, out[-3000:]
+    trial = read_trials(root).to_pandas().iloc[0]
+    assert trial["status"] == final_status
+    epochs = read_epochs(root).to_pandas()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    if final_status == "completed":
+        assert epochs["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    else:
+        assert trial["error"]
+    # Epochs recorded before the kill were neither lost nor re-trained.
+    key = ["epoch", "train_time_s", "val_acc"]
+    kept = epochs[epochs["epoch"].isin(before["epoch"])][key].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before[key].reset_index(drop=True))
