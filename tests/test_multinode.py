@@ -1,0 +1,51 @@
+"""A real two-node Ray cluster on this machine: a sweep joins it with --address."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from astray.store import read_epochs, read_trials
+from tests.conftest import PYTHON, REPO
+from tests.test_sweep import _sweep_args
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def _tune_on(cluster, args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([PYTHON, "-m", "astray.tune", *args, "--address", cluster.address], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_trials_run_on_both_nodes(two_nodes, tmp_path):
+    proc = _tune_on(two_nodes, _sweep_args(tmp_path, "mn", **{"search.num_samples": 3, "search.max_concurrent": 2}))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_trials(tmp_path / "mn").to_pandas()
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert trials["node_id"].nunique() == 2  # one CPU per node: concurrent trials must land apart
+    assert len(read_epochs(tmp_path / "mn")) == 8
+
+
+def test_two_worker_trial_spreads_over_both_nodes(two_nodes, tmp_path):
+    proc = _tune_on(two_nodes, _sweep_args(tmp_path, "mn2", **{
+        "search.num_samples": 1, "search.baseline": False, "search.max_concurrent": 1,
+        "resources.workers_per_trial": 2, "resources.placement_strategy": "STRICT_SPREAD"}))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trial = read_trials(tmp_path / "mn2").to_pandas().iloc[0]
+    assert trial["status"] == "completed" and trial["epochs"] == 2
+    assert len(trial["node_id"].split(",")) == 2  # rank 0 and rank 1 on different nodes
