@@ -62,21 +62,21 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (in place on a copy); identity in one process."""
+def _all_reduce(values: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
     if not is_distributed():
         return values
     out = values.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    dist.all_reduce(out, op=op)
     return out
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (on a copy); identity in one process."""
+    return _all_reduce(values, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
-    if not is_distributed():
-        return values
-    out = values.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduce(values, dist.ReduceOp.MAX)
 
 
 def all_gather_cat(values: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ the next move is one edit. Facts this module relies on (checked on Ray 2.60):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -131,15 +132,22 @@ def trial_id() -> str:
     return tune.get_context().get_trial_id()
 
 
+@contextlib.contextmanager
+def _staged(files: list[Path]):
+    """A temporary directory holding copies of ``files`` (Ray uploads it as the checkpoint)."""
+    with tempfile.TemporaryDirectory(prefix="astray-ckpt-") as tmp:
+        for f in files:
+            if f.exists():
+                shutil.copy2(f, Path(tmp) / f.name)
+        yield tmp
+
+
 def report(metrics: dict[str, Any], checkpoint_files: list[Path] | None = None) -> None:
     """Report from a Tune function trial, with the given files as the checkpoint."""
     if not checkpoint_files:
         tune.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="astray-ckpt-") as tmp:
-        for f in checkpoint_files:
-            if f.exists():
-                shutil.copy2(f, Path(tmp) / f.name)
+    with _staged(checkpoint_files) as tmp:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -162,10 +170,7 @@ def train_worker_report(metrics: dict[str, Any], checkpoint_files: list[Path] | 
     if not checkpoint_files:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix="astray-ckpt-") as tmp:
-        for f in checkpoint_files:
-            if f.exists():
-                shutil.copy2(f, Path(tmp) / f.name)
+    with _staged(checkpoint_files) as tmp:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 

@@ -49,7 +49,8 @@ FILES = ("pareto.png", "pareto.svg", "front.csv", "controller.png", "hypervolume
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2 via cli_entry, not argparse's usage block
-        raise ConfigError(f"{message} (usage: {self.format_usage().strip().removeprefix('usage: ')})")
+        usage = " ".join(self.format_usage().split()[1:])  # argparse wraps it; the error is one line
+        raise ConfigError(f"{message} (usage: {usage})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -195,8 +196,9 @@ def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
         color, marker = SWEEP_COLORS[k % len(SWEEP_COLORS)], SWEEP_MARKERS[k % len(SWEEP_MARKERS)]
         tag = f" ({f.label})" if multi else ""
         rest = [t for t in f.points if not t.is_baseline]
-        ax.scatter([t.metrics[xo.metric] for t in rest], [t.metrics[yo.metric] for t in rest],
-                   color=color, marker=marker, alpha=0.25, s=36, label=f"trials{tag}")
+        if rest:
+            ax.scatter([t.metrics[xo.metric] for t in rest], [t.metrics[yo.metric] for t in rest],
+                       color=color, marker=marker, alpha=0.25, s=36, label=f"trials{tag}")
         _front_line(ax, f.front, xo, yo, len(a.objectives), color, marker, f"front{tag}")
         for t in f.points:
             if t.is_baseline:
@@ -214,8 +216,9 @@ def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
     ax.set_xlabel(axis_label(xo, g))
     ax.set_ylabel(axis_label(yo, g))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)
-    title = "Pareto front: " + ", ".join(s.name for s in a.sweeps)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    title = "Pareto front: " + ", ".join(f.label for f in g.fronts if f.points or not a.split_by_energy_source)
     if a.split_by_energy_source:
         title += f"\nenergy source {g.energy_source} only"
     if len(a.objectives) > 2:

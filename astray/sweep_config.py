@@ -16,6 +16,7 @@ before Ray starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -194,14 +195,9 @@ class SweepSpec:
     sweep: SweepConfig
     resources: ResourcesConfig
 
-    def trial_config(self, params: dict[str, Any]) -> RunConfig:
-        """The run config of one trial: the base with the searched values set."""
-        return build_config(set_dotted(self.raw_run, params))
-
 
 def set_dotted(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
+    """A deep copy of ``raw`` with each dotted key set."""
     out = copy.deepcopy(raw)
     for key, value in params.items():
         node = out

@@ -38,7 +38,7 @@ def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | N
     if work_dir is not None:
         raw = set_dotted(raw, {"logging.output_dir": str(work_dir)})
     threads = raw.get("training", {}).get("threads", 0)
-    if spec.resources.workers_per_trial >= 1 and not threads and spec.resources.gpus_per_worker == 0:
+    if not threads and spec.resources.gpus_per_worker == 0:
         # One intra-op thread per reserved CPU: trials sharing a node must not oversubscribe it.
         raw = set_dotted(raw, {"training.threads": max(1, int(spec.resources.cpus_per_worker))})
     return raw
