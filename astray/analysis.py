@@ -226,6 +226,8 @@ def read_sweep(path: str | Path) -> SweepData:
 
 @dataclass(frozen=True)
 class Exclusion:
+    """A trial left out of fronts and hypervolumes, and why."""
+
     trial: TrialRecord
     reason: str  # one of EXCLUSION_REASONS, or "status '<x>'" for a status astray never writes
 
@@ -289,6 +291,8 @@ class SweepSummary:
 
 @dataclass(frozen=True)
 class Analysis:
+    """Everything a report shows: per-sweep bookkeeping and the fronts of each group."""
+
     objectives: tuple[Objective, ...]
     sweeps: tuple[SweepSummary, ...]
     groups: tuple[Group, ...]
@@ -323,8 +327,10 @@ def front_of(points: Sequence[TrialRecord], objectives: Sequence[Objective]) -> 
     maximize = [o.maximize for o in objectives]
     idx = non_dominated([p.values(objectives) for p in points], maximize)
     chosen = [points[i] for i in idx]
-    return tuple(sorted(chosen, key=lambda t: (tuple(-v if up else v for v, up in zip(t.values(objectives), maximize)),
-                                               t.sweep, t.trial_id)))
+    def rank(t: TrialRecord) -> tuple:
+        return tuple(-v if up else v for v, up in zip(t.values(objectives), maximize)), t.sweep, t.trial_id
+
+    return tuple(sorted(chosen, key=rank))
 
 
 def reference_point(objectives: Sequence[Objective], baselines: Sequence[Sequence[float]],
@@ -348,7 +354,7 @@ def reference_point(objectives: Sequence[Objective], baselines: Sequence[Sequenc
             ref.append(anchor + REFERENCE_MARGIN * abs(anchor))
     scale = f"{1 + REFERENCE_MARGIN:g}"
     source = "the dense baseline's" if len(baselines) == 1 else (
-        "the largest dense baseline" if baselines else "the worst finished")
+        "the largest dense baseline" if baselines else "the worst good trial's")
     parts = [f"{o.metric}: 0" if o.maximize else f"{o.metric}: {scale} × {source} value" for o in objectives]
     rule = "; ".join(parts) + ("" if baselines else " (no usable dense baseline)")
     return tuple(ref), rule

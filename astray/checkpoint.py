@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def atomic_path(path: Path) -> Path:
-    """A dot-prefixed temporary name in the same directory (readers ignore dot files)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+from astray.fileio import atomic_path
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -176,12 +176,16 @@ class TrainingConfig:
 
 @dataclass
 class EnergyConfig:
-    meter: str = "auto"  # auto | model | nvml
-    model_watts: float = 65.0  # power assumed by the `model` meter (an estimate)
+    meter: str = "auto"  # auto | nvml | rapl | model
+    model_watts: float = 65.0  # power per training process assumed by the `model` meter (an estimate)
+    subtract_idle: bool = False  # subtract idle power x training seconds (labelled in idle_w)
+    idle_seconds: float = 5.0  # how long idle power is measured before training
+    device_shared: bool = False  # the metered device also serves other jobs (set by sweeps)
 
     def __post_init__(self) -> None:
-        _choice("energy.meter", self.meter, ("auto", "model", "nvml"))
+        _choice("energy.meter", self.meter, ("auto", "nvml", "rapl", "model"))
         _range("energy.model_watts", self.model_watts, lo=0, lo_open=True)
+        _range("energy.idle_seconds", self.idle_seconds, lo=0, lo_open=True)
 
 
 @dataclass

@@ -155,3 +155,20 @@ def gather_strings(value: str) -> list[str]:
     out: list[str] = [""] * world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def sum_over_devices(device_keys: list[str], joules: float) -> float:
+    """Sum energy over ranks, counting each physical device once.
+
+    Meters read whole devices: two ranks sharing a GPU (or a CPU package) would
+    otherwise each report the same joules. Ranks with the same device set report the
+    same window, so the first rank's reading stands for them.
+    """
+    if not is_distributed():
+        return joules
+    entries: list[tuple[tuple[str, ...], float]] = [((), 0.0)] * world_size()
+    dist.all_gather_object(entries, (tuple(sorted(device_keys)), joules))
+    seen: dict[tuple[str, ...], float] = {}
+    for keys, value in entries:
+        seen.setdefault(keys, value)
+    return sum(seen.values())

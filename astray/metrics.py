@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from astray.checkpoint import atomic_path
+from astray.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 # One row per epoch in <logging.output_dir>/metrics.parquet. Order is the file's order.
 EPOCH_SCHEMA = pa.schema([
@@ -29,8 +31,11 @@ EPOCH_SCHEMA = pa.schema([
     ("flops_dense", pa.float64()),    # FLOPs a dense epoch would execute
     ("train_time_s", pa.float64()),   # wall seconds in the training part of the epoch
     ("time_s", pa.float64()),         # wall seconds since the run started (train + eval, all epochs)
-    ("energy_j", pa.float64()),       # training energy of the epoch, joules
-    ("energy_source", pa.string()),   # nvml (measured) or model (estimate: seconds x watts)
+    ("energy_j", pa.float64()),       # training energy of the epoch, joules (idle subtracted if idle_w > 0)
+    ("val_energy_j", pa.float64()),   # evaluation energy of the epoch, joules
+    ("energy_source", pa.string()),   # nvml | nvml_power | rapl (measured) or model (estimate: seconds x watts)
+    ("energy_scope", pa.string()),    # process (model) | device (whole device) | device-shared (other jobs too)
+    ("idle_w", pa.float64()),         # idle power subtracted from energy_j; 0 = no subtraction
     ("lr", pa.float64()),             # learning rate at epoch end
     ("strategy", pa.string()),        # dense | reforward | stale (dense during warm-up epochs)
 ])

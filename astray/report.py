@@ -1,4 +1,6 @@
-"""Pareto reports: ``python -m astray.report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--out DIR]``.
+"""Pareto reports of sweeps: fronts, hypervolumes, savings against the dense baseline.
+
+``python -m astray.report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--out DIR]``
 
 Reads one sweep's store, finished or still running (or several, compared), and writes
 ``pareto.png``/``.svg``, ``front.csv``, ``controller.png``, ``hypervolume.png``,
@@ -17,12 +19,13 @@ import io
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from astray.analysis import (EXCLUSION_REASONS, Analysis, Group, Objective, SweepData, TrialRecord, analyze,
                              objectives_from_manifest, parse_objectives, read_sweep)
@@ -38,7 +41,8 @@ METRIC_LABELS = {
     "activation_rate": "realised activation rate",
 }
 METRIC_UNITS = {"energy_j": "J", "flops": "FLOPs", "time_s": "s"}  # the others are fractions
-ENERGY_SOURCES = {"model": "model estimate: seconds × watts", "nvml": "measured: NVML", "rapl": "measured: RAPL"}
+ENERGY_SOURCES = {"model": "model estimate: seconds × watts", "nvml": "measured: NVML energy counter",
+                  "nvml_power": "measured: NVML power samples", "rapl": "measured: RAPL"}
 SWEEP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 SWEEP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 MAX_LABEL_PARAMS = 6  # hyperparameters in the figure's key per front point (front.csv has them all)
@@ -89,8 +93,8 @@ def choose_objectives(text: str | None, sweeps: Sequence[SweepData]) -> tuple[tu
     return per[0], note
 
 
-
 def axis_label(o: Objective, group: Group) -> str:
+    """The metric with its unit, the energy source for energy, and which way is better."""
     label = METRIC_LABELS[o.metric]
     if o.metric == "energy_j":
         src = group.energy_source
@@ -105,16 +109,18 @@ def hv_label(objectives: Sequence[Objective]) -> str:
 
 
 def column(o: Objective) -> str:
+    """A table header: ``energy_j [J] (min)``."""
     unit = METRIC_UNITS.get(o.metric)
     return f"{o.metric}{f' [{unit}]' if unit else ''} ({'max' if o.maximize else 'min'})"
 
 
 def fmt(metric: str, v: float) -> str:
+    """A metric value at the precision its table column needs; NaN as a dash."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     if metric == "flops":
         return f"{v:.3e}"
-    if metric in ("energy_j",):
+    if metric == "energy_j":
         return f"{v:.1f}"
     if metric == "time_s":
         return f"{v:.2f}"
@@ -122,12 +128,14 @@ def fmt(metric: str, v: float) -> str:
 
 
 def fmt_param(v: Any) -> str:
+    """A hyperparameter value, three significant digits for floats."""
     if isinstance(v, float):
         return f"{v:.3g}"
     return "—" if v is None else str(v)
 
 
 def pct(v: float) -> str:
+    """A saving fraction as signed percent."""
     return "—" if math.isnan(v) else f"{100 * v:+.1f} %"
 
 
@@ -208,8 +216,11 @@ def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
         _front_line(ax, g.combined.front, xo, yo, len(a.objectives), "black", "o", "combined front", dashed=True)
     # Numbers sit toward the better corner, where (by definition of a front) no trial lies.
     dx, dy = (1 if xo.maximize else -1), (1 if yo.maximize else -1)
+    at: dict[tuple[float, float], list[str]] = {}  # equal points (in this projection) share one label
     for n, t in enumerate(labelled, 1):
-        ax.annotate(str(n), (t.metrics[xo.metric], t.metrics[yo.metric]), xytext=(7 * dx, 7 * dy),
+        at.setdefault((t.metrics[xo.metric], t.metrics[yo.metric]), []).append(str(n))
+    for xy, numbers in at.items():
+        ax.annotate(",".join(numbers), xy, xytext=(7 * dx, 7 * dy),
                     textcoords="offset points", fontsize=9, fontweight="bold",
                     ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top", zorder=6)
     ax.margins(0.08)
@@ -246,7 +257,7 @@ def _front_line(ax: Any, front: Sequence[TrialRecord], xo: Objective, yo: Object
 
 def controller_figure(a: Analysis) -> Figure:
     """Realised activation rate and threshold per epoch of the front's AST trials, with targets."""
-    fig = Figure(figsize=(13, 4.8))
+    fig = Figure(figsize=(13, 4.8), layout="constrained")
     ax_rate, ax_thr = fig.subplots(1, 2)
     epochs = {s.name: s.epochs for s in a.sweeps}
     trials = [t for t in a.front_trials() if not t.is_baseline and t.strategy != "dense"
@@ -275,6 +286,7 @@ def controller_figure(a: Analysis) -> Figure:
     if shown and all(v > 0 for t in shown for v in epochs[t.sweep][t.trial_id].threshold if not math.isnan(v)):
         ax_thr.set_yscale("log")
     for ax in (ax_rate, ax_thr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if shown:
             ax.legend(fontsize=7, loc="best")
@@ -284,16 +296,18 @@ def controller_figure(a: Analysis) -> Figure:
 
 
 def hypervolume_figure(a: Analysis) -> Figure:
-    fig = Figure(figsize=(7.5, 4.6 * len(a.groups)))
+    """Hypervolume after each finished trial, one line per sweep, one panel per group."""
+    fig = Figure(figsize=(7.5, 4.6 * len(a.groups)), layout="constrained")
     axes = fig.subplots(len(a.groups), 1, squeeze=False)
     for g, (ax,) in zip(a.groups, axes):
         for k, f in enumerate(g.fronts):
-            if f.curve:
+            if f.curve and (f.points or not a.split_by_energy_source):
                 ax.plot([c[0] for c in f.curve], [c[1] for c in f.curve], drawstyle="steps-post", marker="o",
                         color=SWEEP_COLORS[k % len(SWEEP_COLORS)], label=f.label)
         if not any(f.curve for f in g.fronts):
             ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("trials finished (completed, diverged or error; by ended_at)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(hv_label(a.objectives))
         ref = ", ".join(f"{o.metric}={r:.4g}" for o, r in zip(a.objectives, g.reference))
         src = f"energy source {g.energy_source}; " if a.split_by_energy_source else ""
@@ -303,7 +317,6 @@ def hypervolume_figure(a: Analysis) -> Figure:
             ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("hypervolume against trials finished", fontsize=12)
     return fig
-
 
 
 def front_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
@@ -354,7 +367,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[tuple]:
                   [[f.label, str(len(f.points)), str(len(f.front)), f"{f.hypervolume:.6g}"] for f in fronts]))
         for f in fronts:
             if len(fronts) > 1:
-                b.append(("h", 3, f"front of {f.label}"))
+                b.append(("h", 3, "combined front" if f is g.combined else f"front of {f.label}"))
             searched = list(dict.fromkeys(k for t in f.front for k in next(
                 s.searched for s in a.sweeps if s.name == t.sweep)))
             rows = [[(f"{t.sweep}/" if len(a.sweeps) > 1 else "") + t.trial_id
@@ -380,7 +393,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[tuple]:
         rows = [[sv.trial_id + (" ★" if (sv.sweep, sv.trial_id) in on_front else ""),
                  pct(sv.energy) if sv.energy_comparable else "— (other energy source)",
                  pct(sv.flops), pct(sv.time), f"{sv.val_acc_points:+.2f} pt"]
-                for sv in sorted(s.savings, key=lambda v: -v.energy if not math.isnan(v.energy) else 0.0)]
+                for sv in sorted(s.savings, key=lambda v: (math.isnan(v.energy), -v.energy, v.trial_id))]
         b.append(("table", ["trial (★ on a front)", "energy saving", "FLOPs saving", "time saving",
                             "accuracy vs baseline"], rows) if rows else ("p", "no completed trial besides it yet."))
     b.append(("h", 2, "Failed trials"))
@@ -396,7 +409,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[tuple]:
     return b
 
 
-def _setup_blocks(name: str, path: str, m: dict, multi: bool) -> list[tuple]:
+def _setup_blocks(name: str, path: str, m: Mapping[str, Any], multi: bool) -> list[tuple]:
     b: list[tuple] = [("h", 2, f"Setup of {name}" if multi else "Setup")]
     if not m:
         return b + [("p", f"{path}: no sweep.json manifest.")]
@@ -418,6 +431,7 @@ def _setup_blocks(name: str, path: str, m: dict, multi: bool) -> list[tuple]:
 
 
 def to_markdown(blocks: Sequence[tuple]) -> str:
+    """GitHub-flavoured Markdown; images are referenced by file name (they sit beside it)."""
     def cell(x: str) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
 
@@ -467,7 +481,6 @@ def to_html(blocks: Sequence[tuple], pngs: dict[str, bytes]) -> str:
     title = e(blocks[0][2]) if blocks and blocks[0][0] == "h" else "astray report"
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -530,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.sweep_dirs[0]) / ("report" if len(sweeps) == 1 else "report-comparison")
     if out.exists() and not out.is_dir():
         raise AstrayError(f"--out {str(out)!r} exists and is not a directory")
-    written = write_report(a, out)
+    try:
+        written = write_report(a, out)
+    except OSError as exc:
+        raise AstrayError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
     for line in summary_lines(a):
         print(line)
     print(f"[astray] wrote {out}/: {' '.join(p.name for p in written)}")

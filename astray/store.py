@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from astray.fileio import atomic_path
 from astray.metrics import EPOCH_SCHEMA
 
 TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
@@ -35,6 +36,8 @@ TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("val_macro_f1", pa.float64()),    # at the best epoch
     ("energy_j", pa.float64()),        # training energy, all epochs, all ranks
     ("energy_source", pa.string()),
+    ("energy_scope", pa.string()),     # process | device | device-shared (see the epochs table)
+    ("val_energy_j", pa.float64()),    # evaluation energy, all epochs and ranks
     ("flops", pa.float64()),
     ("flops_dense", pa.float64()),
     ("time_s", pa.float64()),
@@ -58,7 +61,7 @@ EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(EPOCH_SCHEMA.na
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = atomic_path(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
@@ -77,6 +80,8 @@ def summarize(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "val_macro_f1": rows[best]["val_macro_f1"],
         "energy_j": sum(r["energy_j"] for r in rows),
         "energy_source": rows[-1]["energy_source"],
+        "energy_scope": rows[-1].get("energy_scope"),
+        "val_energy_j": sum(r.get("val_energy_j") or 0.0 for r in rows),
         "flops": sum(r["flops"] for r in rows),
         "flops_dense": sum(r["flops_dense"] for r in rows),
         "time_s": rows[-1]["time_s"],
@@ -102,7 +107,7 @@ class ResultStore:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         path = self.root / "sweep.json"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = atomic_path(path)
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         os.replace(tmp, path)
 

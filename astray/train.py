@@ -24,7 +24,7 @@ from astray import distributed as dist
 from astray.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from astray.config import RunConfig, load_config, save_config
 from astray.data import build_datasets
-from astray.energy import create_meter
+from astray.energy import create_meter, measure_idle_watts
 from astray.errors import AstrayError, ConfigError, TrainingDiverged, cli_entry
 from astray.flops import measure_sample_flops
 from astray.metrics import macro_f1, read_metrics, write_metrics
@@ -176,6 +176,15 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
     strategy = create_strategy(a, len(data.train), t.seed, t.batch_size * world)
     controller = PIController.from_config(a)
     meter = create_meter(cfg.energy, device)
+    energy_scope = ("process" if meter.source == "model"
+                    else "device-shared" if cfg.energy.device_shared else "device")
+    idle_w = 0.0
+    if cfg.energy.subtract_idle and meter.source == "model":
+        raise ConfigError("energy.subtract_idle=true needs a measured meter (nvml, rapl); "
+                          "the model meter's power is a constant")
+    if cfg.energy.subtract_idle:
+        # Summed over this rank's devices; measured before any work so the device idles.
+        idle_w = measure_idle_watts(meter, cfg.energy.idle_seconds)
     autocast = _autocast_factory(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if (t.mixed_precision == "fp16" and device.type == "cuda") else None
     settings = StepSettings(a.entropy_weight, t.label_smoothing, autocast, scaler, cfg.model.channels_last)
@@ -206,7 +215,7 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
                             num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
     _log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(data.train)} train / "
          f"{len(data.val)} val), strategy {a.strategy}, {world} process(es) on {device}, "
-         f"energy source {meter.source}")
+         f"energy source {meter.source}" + (f" (idle {idle_w:.1f} W subtracted)" if idle_w else ""))
 
     stopped = "completed"
     for epoch in range(start_epoch, t.epochs):
@@ -276,12 +285,16 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
         if not math.isfinite(loss_sum) or (t.max_loss > 0 and loss_sum / max(loaded, 1) > t.max_loss):
             raise TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
                                    f"{t.max_loss:g} in epoch {epoch + 1}")
+        meter.begin()
         val = evaluate(model, val_loader, device, data.num_classes, autocast, cfg.model.channels_last)
+        val_energy = meter.end()
         # Slowest rank's times are the run's times.
         times = dist.all_reduce_max(torch.tensor([train_time, time.perf_counter() - started],
                                                  dtype=torch.float64, device=dist.backend_device())).cpu()
-        energy = float(dist.all_reduce_sum(torch.tensor([energy], dtype=torch.float64,
-                                                        device=dist.backend_device())).cpu())
+        if idle_w:
+            energy = max(0.0, energy - idle_w * train_time)
+        energy = dist.sum_over_devices(meter.device_keys, energy)
+        val_energy = dist.sum_over_devices(meter.device_keys, val_energy)
         n_total = len(data.train)
         row = {
             "epoch": epoch + 1, "train_loss": loss_sum / max(loaded, 1), "train_acc": correct / max(loaded, 1),
@@ -290,7 +303,8 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
             "samples_total": n_total, "samples_forward": int(fwd), "samples_backward": int(bwd),
             "flops": sample_flops.executed(int(fwd), int(bwd)), "flops_dense": sample_flops.dense(n_total),
             "train_time_s": float(times[0]), "time_s": elapsed_before + float(times[1]),
-            "energy_j": energy, "energy_source": meter.source,
+            "energy_j": energy, "val_energy_j": val_energy, "energy_source": meter.source,
+            "energy_scope": energy_scope, "idle_w": idle_w,
             "lr": optimizer.param_groups[0]["lr"], "strategy": a.strategy if sparse else "dense",
         }
         rows.append(row)

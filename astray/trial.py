@@ -37,6 +37,11 @@ def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | N
         raw = set_dotted(spec.raw_run, {p.key: config[p.key] for p in spec.search.params if p.key in config})
     if work_dir is not None:
         raw = set_dotted(raw, {"logging.output_dir": str(work_dir)})
+    # Meters read whole devices: say so when other trials share the device.
+    res = spec.resources
+    shared = 0 < res.gpus_per_worker < 1 or (res.gpus_per_worker == 0 and spec.search.max_concurrent > 1)
+    if shared:
+        raw = set_dotted(raw, {"energy.device_shared": True})
     threads = raw.get("training", {}).get("threads", 0)
     if not threads and spec.resources.gpus_per_worker == 0:
         # One intra-op thread per reserved CPU: trials sharing a node must not oversubscribe it.

@@ -99,7 +99,14 @@ def _stale_scenario(rank: int, n: int) -> dict:
             "threshold": controller.threshold, "scores": strategy.scores}
 
 
-SCENARIOS = {"grad": _grad_scenario, "threshold": _threshold_scenario, "stale": _stale_scenario}
+def _energy_scenario(rank: int, _: object) -> dict:
+    """Whole-device meters: a device two ranks share is counted once, distinct ones add."""
+    return {"shared": dist.sum_over_devices(["gpu:same"], 10.0 + rank),
+            "distinct": dist.sum_over_devices([f"gpu:{rank}"], 10.0 + rank)}
+
+
+SCENARIOS = {"grad": _grad_scenario, "threshold": _threshold_scenario, "stale": _stale_scenario,
+             "energy": _energy_scenario}
 
 
 def _spawn(tmp_path: Path, scenario: str, arg: object, timeout_s: float = 120) -> list[dict]:
@@ -154,6 +161,11 @@ def test_stale_kept_lists_identical_and_split_evenly(tmp_path):
     assert a["shard"].numel() == b["shard"].numel()
     assert set(a["shard"].tolist()) | set(b["shard"].tolist()) == set(a["kept"].tolist())
     assert 0 < a["kept"].numel() < 203
+
+
+def test_energy_is_summed_over_distinct_devices(tmp_path):
+    a, b = _spawn(tmp_path, "energy", None)
+    assert a == b == {"shared": 10.0, "distinct": 21.0}
 
 
 @pytest.mark.slow
