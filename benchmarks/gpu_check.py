@@ -52,7 +52,8 @@ def main() -> int:
     nvml = _load_nvml()
     uuid = _cuda_uuid(device)
     name = torch.cuda.get_device_name(device)
-    torch.backends.cudnn.benchmark = True
+    # No cudnn.benchmark: sparse steps see a new batch size almost every step, and
+    # autotuning each shape would cost more than it saves.
 
     results = {}
     started = time.time()
