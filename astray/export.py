@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from astray import __version__
 from astray.data import build_datasets
 from astray.errors import AstrayError, cli_entry
-from astray.trained import Trained, find_trained, load_model
+from astray.trained import OneLineParser, Trained, add_source_args, find_trained, load_model
 
 DEFAULT_OPSET = 17  # widely supported by runtimes; the first with LayerNormalization
 INPUT, OUTPUT, BATCH = "input", "logits", "batch"
@@ -105,7 +105,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
         except torch.onnx.errors.OnnxExporterError as exc:
             raise AstrayError(f"ONNX export at opset {opset} failed: {str(exc).splitlines()[0]}") from None
     onnx.checker.check_model(str(path), full_check=True)  # by path: files over 2 GB check too
-    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dim = next(i for i in graph.input if i.name == INPUT).type.tensor_type.shape.dim[0]
     if dim.dim_param != BATCH:
         raise AstrayError(f"{str(path)!r}: the exporter fixed the batch axis to {dim.dim_value}")
 
@@ -192,11 +193,8 @@ def _version(name: str) -> str | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m astray.export", description=__doc__.splitlines()[0])
-    p.add_argument("path", metavar="SWEEP_DIR", help="a sweep directory, or a training run directory")
-    p.add_argument("--trial", default=None, help="sweeps: best, front, or a trial id (default: best); "
-                   "ignored for a run directory")
-    p.add_argument("--out", type=Path, default=None, help="output directory (default: SWEEP_DIR/export)")
+    p = OneLineParser(prog="python -m astray.export", description=__doc__.splitlines()[0])
+    add_source_args(p, "SWEEP_DIR/export")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--samples", type=int, default=512,
@@ -217,11 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else trained.out_root / "export"
         path, record = export_trained(trained, out, args.precision, args.opset, args.samples, args.batch_size)
         p = record["parity"]
-        verdict = "ok" if p["passed"] else "FAILED"
         failed += not p["passed"]
-        print(f"{trained.name}: {path} ({record['checkpoint_used'].split(' ')[0].rstrip(':')}, opset {args.opset}, "
-              f"{args.precision}) parity {verdict}: max |diff| {p['max_abs_diff']:.3g} (allowed {p['tolerance']:.3g}), "
-              f"top-1 agreement {p['top1_agreement']:.4f} on {p['samples']} images", flush=True)
+        print(f"{trained.name}: {path} from {trained.checkpoint.name}, opset {args.opset}, {args.precision}; "
+              f"parity {'ok' if p['passed'] else 'FAILED'}: max |diff| {p['max_abs_diff']:.3g} "
+              f"(allowed {p['tolerance']:.3g}), top-1 agreement {p['top1_agreement']:.4f} "
+              f"on {p['samples']} validation images", flush=True)
     # A file that disagrees with its model is written (export.json says how) but fails the command.
     return 1 if failed else 0
 

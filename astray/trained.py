@@ -10,6 +10,7 @@ trials and ``<storage>/train-<trial id>/checkpoint_<timestamp>/`` for multi-work
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -24,7 +25,7 @@ from torch import nn
 
 from astray.checkpoint import load_checkpoint
 from astray.config import RunConfig, build_config, load_config
-from astray.errors import AstrayError
+from astray.errors import AstrayError, ConfigError
 from astray.models import create_model
 
 CHECKPOINT_FILES = ("best.pt", "last.pt")  # in order of preference
@@ -40,6 +41,10 @@ class Trained:
     checkpoint: Path  # best.pt, or last.pt when there is no best.pt
     status: str  # the trial's status in the store; "run" for a run directory
     out_root: Path  # the sweep or run directory: default outputs go under it
+
+    @property
+    def is_run(self) -> bool:
+        return self.status == "run"
 
     @property
     def checkpoint_note(self) -> str:
@@ -179,3 +184,19 @@ def load_model(trained: Trained) -> tuple[nn.Module, dict[str, Any]]:
     meta = {k: v for k, v in ckpt.items() if isinstance(v, (int, float, str))}
     return model.eval(), meta
 
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2 (through ``cli_entry``), not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        usage = " ".join(self.format_usage().split()[1:])
+        raise ConfigError(f"{message} (usage: {usage})")
+
+
+def add_source_args(p: argparse.ArgumentParser, out_default: str) -> None:
+    """The arguments every trained-model command shares: what to load, where to write."""
+    p.add_argument("path", metavar="SWEEP_DIR", help="a sweep directory, or a training run directory")
+    p.add_argument("--trial", default=None, help="sweeps: best, front, or a trial id (default: best); "
+                   "ignored for a run directory")
+    p.add_argument("--out", type=Path, default=None, help=f"output directory (default: {out_default})")

@@ -1,0 +1,150 @@
+"""Per-class evaluation of a trained model: predictions, then metrics, then files.
+
+``predict`` runs the model over a split; ``summarize`` is pure computation over the
+predictions (scikit-learn's classification report and the confusion matrix);
+``write_evaluation`` only renders and writes. ``python -m astray.eval`` is the command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+MAX_FULL_PROBS = 100  # classes up to which predictions.parquet holds the whole probability vector
+TOP_K = 5
+MAX_ANNOTATED = 20  # classes up to which the confusion-matrix cells show their counts
+MAX_TICK_LABELS = 40
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One row per sample of a split, in dataset order."""
+
+    index: np.ndarray  # (N,) int64: the sample's index in its split
+    label: np.ndarray  # (N,) int64
+    probs: np.ndarray  # (N, C) float32 softmax probabilities
+
+    @property
+    def prediction(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the predictions say, per class and overall."""
+
+    class_names: list[str]
+    samples: int
+    accuracy: float
+    report: dict[str, Any]  # sklearn classification_report(output_dict=True)
+    report_text: str
+    confusion: np.ndarray  # (C, C) int64, rows = true class, columns = predicted
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> Predictions:
+    """Softmax probabilities of ``model`` (eval mode) over every sample of ``data``."""
+    model = model.to(device).eval()
+    index, label, probs = [], [], []
+    for x, y, idx in DataLoader(data, batch_size=batch_size):
+        logits = model(x.to(device)).float()
+        probs.append(torch.softmax(logits, dim=1).cpu())
+        label.append(y)
+        index.append(idx)
+    return Predictions(torch.cat(index).numpy().astype(np.int64), torch.cat(label).numpy().astype(np.int64),
+                       torch.cat(probs).numpy().astype(np.float32))
+
+
+def class_names(data: Dataset, num_classes: int) -> list[str]:
+    """Folder names (ImageFolder) or label names (Hugging Face ClassLabel); else the class numbers."""
+    base = getattr(data, "base", None)
+    names = getattr(base, "classes", None)  # ImageFolder
+    hf = getattr(base, "ds", None)
+    if names is None and hf is not None:
+        names = getattr(hf.features.get(getattr(base, "label_column", ""), None), "names", None)
+    if names is not None and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(num_classes)]
+
+
+def summarize(pred: Predictions, names: list[str]) -> Evaluation:
+    """Classification report (per class, macro, weighted) and the confusion matrix."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    labels = list(range(len(names)))  # every class, also one the split happens to lack
+    args = dict(y_true=pred.label, y_pred=pred.prediction, labels=labels, target_names=names, zero_division=0)
+    report = classification_report(**args, output_dict=True)
+    text = classification_report(**args, digits=4)
+    confusion = confusion_matrix(pred.label, pred.prediction, labels=labels).astype(np.int64)
+    n = len(pred.label)
+    accuracy = float(np.trace(confusion)) / n if n else float("nan")
+    return Evaluation(names, n, accuracy, report, text, confusion)
+
+
+def predictions_table(pred: Predictions, names: list[str]) -> pa.Table:
+    """Per-sample rows; the full probability vector only while it stays small."""
+    k = min(TOP_K, pred.probs.shape[1])
+    top = np.argsort(-pred.probs, axis=1, kind="stable")[:, :k]
+    columns: dict[str, Any] = {
+        "index": pa.array(pred.index, pa.int64()),
+        "label": pa.array(pred.label, pa.int64()),
+        "prediction": pa.array(pred.prediction.astype(np.int64), pa.int64()),
+        "correct": pa.array(pred.prediction == pred.label),
+        "max_prob": pa.array(pred.probs.max(1), pa.float32()),
+        "top5_class": pa.array(top.astype(np.int32).tolist(), pa.list_(pa.int32())),
+        "top5_prob": pa.array(np.take_along_axis(pred.probs, top, 1).tolist(), pa.list_(pa.float32())),
+    }
+    if pred.probs.shape[1] <= MAX_FULL_PROBS:
+        columns["probs"] = pa.array(pred.probs.tolist(), pa.list_(pa.float32()))
+    table = pa.table(columns)
+    return table.replace_schema_metadata({"class_names": json.dumps(names)})
+
+
+def confusion_figure(ev: Evaluation, title: str):
+    """Counts coloured by their share of the true class (the row), so small classes still show."""
+    from matplotlib.figure import Figure
+
+    c = len(ev.class_names)
+    rows = ev.confusion.sum(1, keepdims=True)
+    share = ev.confusion / np.maximum(rows, 1)
+    side = min(4 + 0.45 * c, 16)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    if c <= MAX_ANNOTATED:
+        for i in range(c):
+            for j in range(c):
+                if ev.confusion[i, j]:
+                    ax.text(j, i, str(ev.confusion[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.5 else "black")
+    if c <= MAX_TICK_LABELS:
+        ax.set_xticks(range(c), ev.class_names, rotation=90 if c > 10 else 0)
+        ax.set_yticks(range(c), ev.class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title}\naccuracy {ev.accuracy:.4f} on {ev.samples} samples", fontsize=10)
+    return fig
+
+
+FILES = ("classification_report.json", "classification_report.txt", "confusion_matrix.png", "predictions.parquet")
+
+
+def write_evaluation(pred: Predictions, ev: Evaluation, out: Path, title: str, provenance: dict[str, Any]) -> None:
+    """Write :data:`FILES` into ``out``; ``provenance`` goes into the JSON report."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**provenance, "samples": ev.samples, "accuracy": ev.accuracy, "class_names": ev.class_names,
+              "classification_report": ev.report, "confusion_matrix": ev.confusion.tolist()}
+    (out / FILES[0]).write_text(json.dumps(record, indent=2))
+    (out / FILES[1]).write_text(f"{title}\n\n{ev.report_text}")
+    confusion_figure(ev, title).savefig(out / FILES[2], dpi=120)
+    pq.write_table(predictions_table(pred, ev.class_names), out / FILES[3])
