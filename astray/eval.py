@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from astray import __version__
-from astray.data import build_datasets
 from astray.errors import AstrayError, cli_entry
 from astray.evaluate import FILES, class_names, predict, summarize, write_evaluation
 from astray.trained import OneLineParser, Trained, add_source_args, find_trained, load_model
@@ -25,6 +24,8 @@ from astray.trained import OneLineParser, Trained, add_source_args, find_trained
 
 def evaluate_trained(trained: Trained, out: Path, batch_size: int, device: torch.device) -> float:
     """Evaluate one model on its validation split, write the files, return the accuracy."""
+    from astray.data import build_datasets  # torchvision: only once the arguments are good
+
     model, meta = load_model(trained)
     data = build_datasets(trained.config.dataset)
     pred = predict(model, data.val, batch_size, device)

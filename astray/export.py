@@ -30,7 +30,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from astray import __version__
-from astray.data import build_datasets
 from astray.errors import AstrayError, cli_entry
 from astray.trained import OneLineParser, Trained, add_source_args, find_trained, load_model
 
@@ -146,6 +145,8 @@ def parity_subset(data: Dataset, limit: int) -> Dataset:
 def export_trained(trained: Trained, out: Path, precision: str, opset: int, samples: int,
                    batch_size: int) -> tuple[Path, dict[str, Any]]:
     """Export one trained model and write its ``export.json``; returns the file and the record."""
+    from astray.data import build_datasets  # torchvision: only once the arguments are good
+
     model, meta = load_model(trained)
     val = build_datasets(trained.config.dataset).val
     check = parity_subset(val, samples)

@@ -49,3 +49,46 @@ def test_two_worker_trial_spreads_over_both_nodes(two_nodes, tmp_path):
     trial = read_trials(tmp_path / "mn2").to_pandas().iloc[0]
     assert trial["status"] == "completed" and trial["epochs"] == 2
     assert len(trial["node_id"].split(",")) == 2  # rank 0 and rank 1 on different nodes
+
+
+def test_worker_node_lost_mid_trial_is_retried_on_another_node(tmp_path):
+    """A node dies under a running trial: Tune retries it elsewhere from its checkpoint."""
+    import time
+
+    import pandas as pd
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0})
+    node_a = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        env.pop("RAY_ADDRESS", None)
+        args = _sweep_args(tmp_path, "loss", **{"search.num_samples": 1, "search.baseline": False,
+                                                 "search.max_concurrent": 1, "training.epochs": 6,
+                                                 "sweep.max_failures": 2})
+        driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args, "--address", cluster.address], cwd=REPO,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        root = tmp_path / "loss"
+        before = None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and driver.poll() is None:
+            if (root / "epochs").exists() and len(read_epochs(root)) >= 2:
+                before = read_epochs(root).to_pandas()
+                break
+            time.sleep(0.5)
+        assert before is not None, "no epoch reached the store"
+        cluster.remove_node(node_a)  # the only node with a CPU: the trial dies with it
+        node_b = cluster.add_node(num_cpus=1)  # what an autoscaler would bring up
+        out, _ = driver.communicate(timeout=400)
+        assert driver.returncode == 0, out[-3000:]
+        trial = read_trials(root).to_pandas().iloc[0]
+        assert trial["status"] == "completed"
+        assert trial["node_id"] == node_b.node_id != node_a.node_id
+        epochs = read_epochs(root).to_pandas()
+        assert epochs["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+        key = ["epoch", "train_time_s", "val_acc"]
+        kept = epochs[epochs["epoch"].isin(before["epoch"])][key].reset_index(drop=True)
+        pd.testing.assert_frame_equal(kept, before[key].reset_index(drop=True))
+    finally:
+        cluster.shutdown()
