@@ -100,13 +100,18 @@ def predictions_table(pred: Predictions, names: list[str]) -> pa.Table:
         "prediction": pa.array(pred.prediction.astype(np.int64), pa.int64()),
         "correct": pa.array(pred.prediction == pred.label),
         "max_prob": pa.array(pred.probs.max(1), pa.float32()),
-        "top5_class": pa.array(top.astype(np.int32).tolist(), pa.list_(pa.int32())),
-        "top5_prob": pa.array(np.take_along_axis(pred.probs, top, 1).tolist(), pa.list_(pa.float32())),
+        "top5_class": _rows(top.astype(np.int32)),
+        "top5_prob": _rows(np.take_along_axis(pred.probs, top, 1)),
     }
     if pred.probs.shape[1] <= MAX_FULL_PROBS:
-        columns["probs"] = pa.array(pred.probs.tolist(), pa.list_(pa.float32()))
+        columns["probs"] = _rows(pred.probs)
     table = pa.table(columns)
     return table.replace_schema_metadata({"class_names": json.dumps(names)})
+
+
+def _rows(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """A 2-D array as one fixed-size list per row, without a round trip through Python lists."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix).ravel()), matrix.shape[1])
 
 
 def confusion_figure(ev: Evaluation, title: str):

@@ -6,8 +6,8 @@ next to the PyTorch fp32 model; the result lands in ``export.json`` beside the f
 
 ``fp16`` converts the PyTorch model to half precision and exports that, wrapped so the
 file still takes and returns float32: callers feed the same arrays to either file.
-This needs no converter package, and the folded constants (BatchNorm into the
-convolutions) are computed before rounding, not after.
+(onnx has no float16 converter of its own; onnxconverter-common would be one more
+dependency for the same result.)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Parity:
     max_abs_logit: float  # of the PyTorch fp32 model: the scale of the fp16 bound
     top1_agreement: float  # share of samples where both pick the same class
     tolerance: float  # max_abs_diff allowed
-    min_top1_agreement: float
+    min_top1_agreement: float | None  # fp32: None, see check_parity
     passed: bool
 
 
@@ -112,7 +112,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
 
 def check_parity(path: Path, model: nn.Module, data: Dataset, precision: str, batch_size: int) -> Parity:
     """Run ``path`` in onnxruntime and ``model`` in PyTorch fp32 on ``data``; compare logits."""
-    import onnxruntime as ort
+    ort = _onnxruntime()
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst, scale, agree, n, sizes = 0.0, 0.0, 0, 0, set()
@@ -125,13 +125,26 @@ def check_parity(path: Path, model: nn.Module, data: Dataset, precision: str, ba
             agree += int((got.argmax(1) == ref.argmax(1)).sum())
             n += len(x)
             sizes.add(len(x))
+    top1 = agree / max(n, 1)
     if precision == "fp16":
         tolerance, min_top1 = FP16_REL_DIFF * max(1.0, scale), FP16_MIN_TOP1
+        passed = worst <= tolerance and top1 >= min_top1
     else:
-        tolerance, min_top1 = FP32_MAX_ABS_DIFF, 1.0
-    top1 = agree / max(n, 1)
-    return Parity(n, sorted(sizes, reverse=True), worst, scale, top1, tolerance, min_top1,
-                  passed=n > 0 and worst <= tolerance and top1 >= min_top1)
+        # Logits within the tolerance can only swap classes whose logits lie within twice
+        # the tolerance of each other; such a near-tie is no export error, so fp32 is
+        # judged on the logits alone and its top-1 agreement is reported.
+        tolerance, min_top1 = FP32_MAX_ABS_DIFF, None
+        passed = worst <= tolerance
+    return Parity(n, sorted(sizes, reverse=True), worst, scale, top1, tolerance, min_top1, passed=n > 0 and passed)
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise AstrayError("the parity check runs the file in onnxruntime, which is not installed: "
+                          "pip install onnxruntime (or astray[dev])") from None
+    return onnxruntime
 
 
 def parity_subset(data: Dataset, limit: int) -> Dataset:
@@ -208,6 +221,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_opset(args.opset)
+    _onnxruntime()  # before any work: every export ends in the parity check
     if args.batch_size < 1:
         raise AstrayError(f"--batch-size {args.batch_size} must be at least 1")
     models = find_trained(args.path, args.trial or "best")

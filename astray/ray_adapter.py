@@ -50,7 +50,9 @@ def init(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # "local": always a fresh instance of our own, never a cluster that happens to
+        # run on this machine (Ray would otherwise pick up its address file in /tmp/ray).
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     return dict(ray.cluster_resources())
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import torch
 from torch import nn
 
 from astray.checkpoint import load_checkpoint
@@ -93,10 +92,7 @@ def _sweep_trials(root: Path, trial: str) -> list[Trained]:
         done = [t for t in sweep.trials if t.status == "completed" and math.isfinite(t.metrics["val_acc"])]
         if not done:
             raise AstrayError(f"sweep {str(root)!r} has no completed trial with a val_acc; nothing is 'best'")
-        energy = lambda t: t.metrics.get("energy_j", math.nan)  # noqa: E731
-        done.sort(key=lambda t: (-t.metrics["val_acc"], energy(t) if math.isfinite(energy(t)) else math.inf,
-                                 t.trial_id))
-        ids = [done[0].trial_id]
+        ids = [min(done, key=_best_first).trial_id]
     elif trial == "front":
         ids = [t.trial_id for t in analyze([sweep], objectives_from_manifest(sweep.manifest)).front_trials()]
         if not ids:
@@ -110,6 +106,12 @@ def _sweep_trials(root: Path, trial: str) -> list[Trained]:
         raise AstrayError(f"--trial {trial!r}: no such trial in {str(root)!r}; use best, front or one of: {shown}")
     storage = _storage(root, sweep.manifest)
     return [_sweep_trial(root, rows[tid], storage) for tid in ids]
+
+
+def _best_first(t: Any) -> tuple[float, float, str]:
+    """Highest val_acc; on a tie the lower training energy, then the trial id."""
+    energy = t.metrics.get("energy_j", math.nan)
+    return -t.metrics["val_acc"], energy if math.isfinite(energy) else math.inf, t.trial_id
 
 
 def _storage(root: Path, manifest: dict[str, Any]) -> Path:
@@ -183,7 +185,6 @@ def load_model(trained: Trained) -> tuple[nn.Module, dict[str, Any]]:
                           f"({str(exc).splitlines()[0]})") from None
     meta = {k: v for k, v in ckpt.items() if isinstance(v, (int, float, str))}
     return model.eval(), meta
-
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -156,8 +156,10 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     pd.testing.assert_frame_equal(before, after)
 
 
-def _trial_processes() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout
+def _trial_processes(session: int) -> list[int]:
+    """Tune trial workers of the sweep whose driver leads process session ``session`` only."""
+    out = subprocess.run(["pgrep", "-s", str(session), "-f", "ray::ImplicitFunc"], capture_output=True,
+                         text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -178,7 +180,7 @@ def test_killed_trial_is_retried_from_its_checkpoint_or_recorded(tmp_path, max_f
             break
         time.sleep(0.5)
     assert before is not None, "no epoch reached the store"
-    pids = _trial_processes()
+    pids = _trial_processes(driver.pid)
     assert pids, "trial process not found"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)  # the trial's worker dies mid-training, as on node loss
