@@ -47,7 +47,8 @@ def _row(epoch: int) -> dict:
         "val_acc": 0.5 + 0.01 * epoch, "val_macro_f1": 0.45, "activation_rate": 0.3,
         "threshold": 0.8, "samples_total": 1000, "samples_forward": 1300, "samples_backward": 300,
         "flops": 1.5e12, "flops_dense": 3.0e12, "train_time_s": 12.5, "time_s": 14.0 * epoch,
-        "energy_j": 800.0, "energy_source": "model", "lr": 1e-3, "strategy": "reforward",
+        "energy_j": 800.0, "val_energy_j": 90.0, "energy_source": "model", "energy_scope": "process",
+        "idle_w": 0.0, "lr": 1e-3, "strategy": "reforward",
     }
 
 
