@@ -29,6 +29,7 @@ touches files, and ``astray.report`` renders the result. The rules, documented o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -268,15 +269,9 @@ class Group:
 
 
 @dataclass(frozen=True)
-class SweepSummary:
-    """Per-sweep bookkeeping: what was excluded and why, the baseline, the savings."""
+class SweepSummary(SweepData):
+    """A sweep's data plus its bookkeeping: what was excluded and why, the baseline, the savings."""
 
-    name: str
-    path: str
-    manifest: Mapping[str, Any]
-    searched: tuple[str, ...]
-    trials: tuple[TrialRecord, ...]
-    epochs: Mapping[str, EpochSeries]
     good: tuple[TrialRecord, ...]
     excluded: tuple[Exclusion, ...]
     excluded_counts: Mapping[str, int]  # every EXCLUSION_REASONS key, then any odd status
@@ -392,8 +387,9 @@ def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective]) -> SweepS
     if baseline is not None:
         savings = tuple(savings_against(t, baseline) for t in sweep.trials
                         if t.status == "completed" and not t.is_baseline)
-    return SweepSummary(sweep.name, sweep.path, sweep.manifest, sweep.searched, sweep.trials, sweep.epochs,
-                        tuple(good), tuple(excluded), counts, baseline, note, savings)
+    return SweepSummary(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(SweepData)},
+                        good=tuple(good), excluded=tuple(excluded), excluded_counts=counts, baseline=baseline,
+                        baseline_note=note, savings=savings)
 
 
 def _pick_baseline(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:

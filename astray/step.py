@@ -65,6 +65,7 @@ def train_step(
     progress: float,
     stop_requested: bool = False,
     nonfinite_seen: bool = False,
+    calibrate: bool = True,
 ) -> StepStats:
     """Run one step of adaptive sparse training on this rank's batch.
 
@@ -122,8 +123,10 @@ def train_step(
 
     if sparse and scoring:
         controller.update(global_active, global_loaded, progress)
-    elif not sparse:
-        # Shadow update: what would have been active under the current threshold.
+    elif not sparse and calibrate:
+        # Shadow update: what would have been active under the current threshold. It
+        # costs one more small all-reduce per step, so the dense strategy (which never
+        # selects) skips it; warm-up epochs of sparse strategies need it.
         would = dist.all_reduce_sum(torch.tensor([float((sig > controller.threshold).sum())],
                                                  device=dist.backend_device()))
         controller.update(int(would[0]), global_loaded, progress)

@@ -244,7 +244,8 @@ def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device:
                 group["lr"] = lr_at(cfg, progress, world)
             over_time = t.max_minutes > 0 and (elapsed_before + time.perf_counter() - started) > 60 * t.max_minutes
             s = train_step(model, x, y, weight_of[idx].to(device), strategy, controller, settings,
-                           sparse=sparse, progress=progress, stop_requested=over_time, nonfinite_seen=nonfinite)
+                           sparse=sparse, progress=progress, stop_requested=over_time, nonfinite_seen=nonfinite,
+                           calibrate=a.strategy != "dense")
             if s.diverged:
                 raise TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
                                        f"{t.max_loss:g} at epoch {epoch + 1} step {step} "

@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     print("limit = DESIGN.md §1 compute model (dense 1, reforward 1/3+a, stale a);")
     print("FLOPs ratio = executed FLOPs (measured per-sample forward/backward) over dense.")
     print("note: stale also avoids loading (1-a) of the data; this step-level benchmark does not credit that.")
-    load = "" if load_before is None else f" (1-min load average {load_before:.2f} before, {load_after:.2f} after)"
-    print(f"timed section: {bench_s:.1f} s{load}")
+    loadavg = "" if load_before is None else f" (1-min load average {load_before:.2f} before, {load_after:.2f} after)"
+    print(f"timed section: {bench_s:.1f} s{loadavg}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

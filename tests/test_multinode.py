@@ -9,7 +9,7 @@ import pytest
 
 from astray.store import read_epochs, read_trials
 from tests.conftest import PYTHON, REPO
-from tests.test_sweep import _sweep_args
+from tests.test_sweep import _sweep_args, wait_for_epochs
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +53,6 @@ def test_two_worker_trial_spreads_over_both_nodes(two_nodes, tmp_path):
 
 def test_worker_node_lost_mid_trial_is_retried_on_another_node(tmp_path):
     """A node dies under a running trial: Tune retries it elsewhere from its checkpoint."""
-    import time
-
     import pandas as pd
     from ray.cluster_utils import Cluster
 
@@ -70,14 +68,7 @@ def test_worker_node_lost_mid_trial_is_retried_on_another_node(tmp_path):
         driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args, "--address", cluster.address], cwd=REPO,
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         root = tmp_path / "loss"
-        before = None
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and driver.poll() is None:
-            if (root / "epochs").exists() and len(read_epochs(root)) >= 2:
-                before = read_epochs(root).to_pandas()
-                break
-            time.sleep(0.5)
-        assert before is not None, "no epoch reached the store"
+        before = wait_for_epochs(driver, root, 2)
         cluster.remove_node(node_a)  # the only node with a CPU: the trial dies with it
         node_b = cluster.add_node(num_cpus=1)  # what an autoscaler would bring up
         out, _ = driver.communicate(timeout=400)

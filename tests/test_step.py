@@ -118,3 +118,12 @@ def test_dense_epochs_calibrate_the_controller():
         model.zero_grad()
     # Everything is above 1e-3 at first: the threshold must have risen towards the 75th percentile.
     assert controller.threshold > 1e-2
+
+
+def test_dense_strategy_skips_the_shadow_update():
+    model = tiny_mlp()
+    x, y = _batch(64)
+    controller = PIController(target=0.25, kp=1.0, ki=0.0, initial_threshold=1e-3)
+    train_step(model, x, y, torch.ones(64), DenseSelection(64), controller, SETTINGS, sparse=False, progress=0,
+               calibrate=False)
+    assert controller.threshold == pytest.approx(1e-3) and controller.updates == 0

@@ -156,6 +156,16 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     pd.testing.assert_frame_equal(before, after)
 
 
+def wait_for_epochs(driver: subprocess.Popen, root: os.PathLike, n: int, timeout_s: float = 300) -> pd.DataFrame:
+    """Poll a running sweep's store until ``n`` epoch rows are in; return them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and driver.poll() is None:
+        if (root / "epochs").exists() and len(read_epochs(root)) >= n:
+            return read_epochs(root).to_pandas()
+        time.sleep(0.5)
+    pytest.fail(f"fewer than {n} epochs reached the store (sweep exit code {driver.poll()})")
+
+
 def _trial_processes(session: int) -> list[int]:
     """Tune trial workers of the sweep whose driver leads process session ``session`` only."""
     out = subprocess.run(["pgrep", "-s", str(session), "-f", "ray::ImplicitFunc"], capture_output=True,
@@ -172,14 +182,7 @@ def test_killed_trial_is_retried_from_its_checkpoint_or_recorded(tmp_path, max_f
     driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     root = tmp_path / "kill"
-    deadline = time.monotonic() + 300
-    before = None
-    while time.monotonic() < deadline and driver.poll() is None:
-        if (root / "epochs").exists() and len(read_epochs(root)) >= 2:
-            before = read_epochs(root).to_pandas()
-            break
-        time.sleep(0.5)
-    assert before is not None, "no epoch reached the store"
+    before = wait_for_epochs(driver, root, 2)
     pids = _trial_processes(driver.pid)
     assert pids, "trial process not found"
     for pid in pids:
