@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create .venv, install astray, run the quickstart sweep on the embedded digits data
 #   make test   create .venv, install astray with test extras, run the whole test suite
+# make test-fast runs tests/unit only (no Ray, no process groups; about a minute).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup run test benchmark clean
+.PHONY: setup run test test-fast benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +21,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest tests/unit
 
 benchmark: setup
 	$(PY) benchmarks/step_cost.py

@@ -1,15 +1,10 @@
-"""Errors that reach the user as one line and exit code 2, never as a traceback."""
+"""Errors astray raises on purpose.
+
+A user-input error (:class:`AstrayError`) reaches the user as one line and exit code 2
+(``astray.cli.common.cli_entry``), never as a traceback.
+"""
 
 from __future__ import annotations
-
-import functools
-import sys
-from collections.abc import Callable
-from typing import TypeVar
-
-EXIT_BAD_INPUT = 2
-
-F = TypeVar("F", bound=Callable[..., int | None])
 
 
 class AstrayError(Exception):
@@ -21,20 +16,6 @@ class AstrayError(Exception):
 
 class ConfigError(AstrayError):
     """A config key, type or value is not allowed."""
-
-
-def cli_entry(main: F) -> F:
-    """Wrap a command's ``main`` so user errors print one line and exit 2."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except AstrayError as exc:
-            print(f"astray: error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-
-    return wrapper  # type: ignore[return-value]
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,11 +1,44 @@
-"""Atomic file writes: a reader never sees half a file."""
+"""Atomic file writes: a reader never sees half a file, and a crash leaves none behind.
+
+Every writer puts its bytes under a dot-prefixed temporary name in the target's own
+directory, then ``os.replace``-s it into place (docs/design.md §6). Readers of the
+result store skip dot files, so a file is either absent, the old one, or the new one.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
-def atomic_path(path: Path) -> Path:
-    """A dot-prefixed temporary name in the same directory (readers ignore dot files)."""
+def temporary_name(path: Path) -> Path:
+    """A dot-prefixed name beside ``path``, unique to this process."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_with(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """Atomically create ``path`` with ``write(temporary_path)`` (e.g. ``torch.save``)."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_with(path, lambda tmp: tmp.write_text(text))
+
+
+def write_parquet(path: str | Path, table: pa.Table) -> None:
+    write_with(path, lambda tmp: pq.write_table(table, tmp))

@@ -2,11 +2,11 @@
 
     python benchmarks/gpu_check.py [--samples 12800] [--epochs 3] [--target 0.25]
 
-Runs the real training engine (``astray.train.run``) on one GPU for each strategy on
+Runs the real training engine (``astray.engine.trainer.run``) on one GPU for each strategy on
 synthetic 224x224 images (1000 classes; learnability does not matter here), bf16,
 channels-last, batch 256, one dense warm-up epoch then sparse epochs. Per strategy it
 prints images per second (dataset samples per training second), NVML joules per epoch
-(training, evaluation), and ratios to dense beside the compute model of DESIGN.md §1.
+(training, evaluation), and ratios to dense beside the compute model of docs/design.md §1.
 Cross-check: over each whole run, the NVML energy counter and an integration of polled
 board power measure the same window; their ratio should be close to 1.
 Writes JSON (``--out``). Sized to finish in well under 10 minutes on an H100/H200.
@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from astray.config import load_config  # noqa: E402
-from astray.energy import NvmlMeter, NvmlPowerMeter, _cuda_uuid, _load_nvml  # noqa: E402
-from astray.train import run  # noqa: E402
+from astray.config.load import load_config  # noqa: E402
+from astray.engine.energy import NvmlMeter, NvmlPowerMeter, _cuda_uuid, _load_nvml  # noqa: E402
+from astray.engine.trainer import run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def main() -> int:
         print(f"{r['strategy']:9s} {r['activation']:5.2f} {r['images_per_s']:8.0f} {r['train_j_per_epoch']:10.0f} "
               f"{r['eval_j_per_epoch']:9.0f} {r['time_ratio']:6.2f} {r['energy_ratio']:7.2f} "
               f"{r['flops_ratio']:6.2f} {r['compute_model']:6.2f} {r['counter_vs_power']:13.3f}")
-    print("time/energy/FLOPs: sparse epochs over dense epochs; model: DESIGN.md §1 compute limit; "
+    print("time/energy/FLOPs: sparse epochs over dense epochs; model: docs/design.md §1 compute limit; "
           "energy: NVML total-energy counter (measured)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

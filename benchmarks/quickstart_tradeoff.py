@@ -2,7 +2,7 @@
 
     python benchmarks/quickstart_tradeoff.py [--seeds 0 1 2] [--epochs 6] [--target 0.3]
 
-Runs the real training loop (``astray.train.run``) on the embedded digits data for each
+Runs the real training loop (``astray.engine.trainer.run``) on the embedded digits data for each
 seed and strategy, interleaved (seed-major) so machine noise hits all strategies alike.
 Prints a table and writes JSON. Time ratios compare the *sparse* epochs (after the dense
 warm-up) of each strategy with the same epochs of the dense run of the same seed.
@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from astray.config import load_config  # noqa: E402
-from astray.train import run  # noqa: E402
+from astray.config.load import load_config  # noqa: E402
+from astray.engine.trainer import run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ["dense", "reforward", "stale"]

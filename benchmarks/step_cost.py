@@ -1,4 +1,4 @@
-"""Wall time per training step: dense vs re-forward vs stale selection (DESIGN.md §1).
+"""Wall time per training step: dense vs re-forward vs stale selection (docs/design.md §1).
 
 All configurations run in ONE process on ONE model, interleaved: each round runs every
 configuration once (the starting configuration rotates from round to round), and the
@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 import torchvision
 
-from astray.flops import measure_sample_flops
+from astray.engine.flops import measure_sample_flops
 from astray.sparse import PIController
 from astray.sparse.selection import DenseSelection, ReforwardSelection, SelectionStrategy, StaleSelection
-from astray.step import StepSettings, optimizer_step, train_step
+from astray.engine.step import StepSettings, optimizer_step, train_step
 
 ACTIVATIONS = (0.1, 0.25, 0.5)
 NUM_CLASSES = 1000
@@ -68,7 +68,7 @@ class Config:
 
     @property
     def limit(self) -> float:
-        """Compute-model cost relative to dense (DESIGN.md §1, backward = 2 x forward)."""
+        """Compute-model cost relative to dense (docs/design.md §1, backward = 2 x forward)."""
         if self.strategy == "dense":
             return 1.0
         if self.strategy == "reforward":
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['strategy']:<10} {act:>5} {row['ms_per_step_median']:>9.1f} {row['ms_per_step_min']:>8.1f} "
               f"{row['ratio_to_dense']:>6.3f} {row['compute_model_limit']:>6.3f} {fb:>16} {row['executed_flops_ratio']:>11.3f}")
     print("ms/step = median over rounds, (min) = fastest round; ratio = median ms/step over dense's;")
-    print("limit = DESIGN.md §1 compute model (dense 1, reforward 1/3+a, stale a);")
+    print("limit = docs/design.md §1 compute model (dense 1, reforward 1/3+a, stale a);")
     print("FLOPs ratio = executed FLOPs (measured per-sample forward/backward) over dense.")
     print("note: stale also avoids loading (1-a) of the data; this step-level benchmark does not credit that.")
     loadavg = "" if load_before is None else f" (1-min load average {load_before:.2f} before, {load_after:.2f} after)"

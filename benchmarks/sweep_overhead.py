@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from astray.store import read_trials  # noqa: E402
-from astray.sweep_config import load_sweep  # noqa: E402
-from astray.tune import run_sweep  # noqa: E402
+from astray.sweep.store import read_trials  # noqa: E402
+from astray.config.sweep import load_sweep  # noqa: E402
+from astray.sweep.runner import run_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

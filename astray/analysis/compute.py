@@ -1,7 +1,8 @@
 """What a sweep found: Pareto fronts, hypervolumes and savings against the dense baseline.
 
-Pure computation over typed trial records; ``read_sweep`` is the only function that
-touches files, and ``astray.report`` renders the result. The rules, documented once:
+Pure computation over typed trial records (``astray.analysis.read`` reads them; the
+figures, the document and ``astray.analysis.report`` render the result). The rules,
+documented once:
 
 - **Which trials count.** Trials still ``running``/``retrying`` are *unfinished*; ``diverged``
   and ``error`` trials *failed*; a ``completed`` trial with a NaN/inf objective is *nan*.
@@ -30,287 +31,41 @@ touches files, and ``astray.report`` renders the result. The rules, documented o
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from astray.errors import AstrayError, ConfigError
-from astray.pareto import dominates, hypervolume, non_dominated
-from astray.sweep_config import DEFAULT_OBJECTIVES, OBJECTIVE_METRICS
+from astray.analysis.model import (
+    Analysis,
+    Exclusion,
+    Front,
+    Group,
+    Savings,
+    SweepData,
+    SweepSummary,
+    TrialRecord,
+)
+from astray.analysis.pareto import dominates, hypervolume, non_dominated
+from astray.analysis.read import check_objectives
+from astray.schema import (
+    COMPLETED,
+    ENERGY_METRICS,
+    FAILED_STATUSES,
+    TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    Objective,
+)
 
-UNFINISHED_STATUSES = ("running", "retrying")
-TERMINAL_STATUSES = ("completed", "diverged", "error")
-EXCLUSION_REASONS = ("unfinished", "diverged", "error", "nan")
-ENERGY_METRICS = ("energy_j",)
-# Trial metrics the analysis carries: the objective metrics and the dense FLOPs.
-METRIC_COLUMNS = OBJECTIVE_METRICS + ("flops_dense",)
+EXCLUSION_REASONS = ("unfinished", *FAILED_STATUSES, "nan")
 REFERENCE_MARGIN = 0.1  # minimised objectives: reference = (1 + margin) × anchor value
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One axis of the trade-off: a trial metric and whether more is better."""
-
-    metric: str
-    maximize: bool
-
-    def __str__(self) -> str:
-        return f"{self.metric}:{'max' if self.maximize else 'min'}"
-
-
-def parse_objectives(text: str) -> tuple[Objective, ...]:
-    """``"val_acc:max,energy_j:min"`` → objectives; a bad item is a one-line ConfigError."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    out: list[Objective] = []
-    for item in items:
-        metric, sep, mode = item.partition(":")
-        if not sep:
-            raise ConfigError(f"--objectives item {item!r} must be METRIC:max or METRIC:min")
-        out.append(_objective(metric.strip(), mode.strip(), f"--objectives item {item!r}"))
-    return _check_objectives(out, "--objectives")
-
-
-def objectives_from_manifest(manifest: Mapping[str, Any]) -> tuple[Objective, ...]:
-    """The objectives a sweep was searched with (``sweep.json``), else astray's defaults."""
-    raw = manifest.get("config", {}).get("search", {}).get("objectives") or DEFAULT_OBJECTIVES
-    return tuple(_objective(o.get("metric"), o.get("mode"), "sweep.json search.objectives") for o in raw)
-
-
-def _objective(metric: str, mode: str, where: str) -> Objective:
-    if metric not in OBJECTIVE_METRICS:
-        raise ConfigError(f"{where}: unknown metric {metric!r}; choose one of {', '.join(OBJECTIVE_METRICS)}")
-    if mode not in ("max", "min"):
-        raise ConfigError(f"{where}: direction {mode!r} is not allowed; choose max or min")
-    return Objective(metric, mode == "max")
-
-
-def _check_objectives(objectives: list[Objective], where: str) -> tuple[Objective, ...]:
-    if len(objectives) < 2:
-        raise ConfigError(f"{where} needs at least two objectives for a trade-off, "
-                          f"got {len(objectives)} (e.g. val_acc:max,energy_j:min)")
-    metrics = [o.metric for o in objectives]
-    for m in metrics:
-        if metrics.count(m) > 1:
-            raise ConfigError(f"{where} names {m!r} twice; each metric may appear once")
-    return tuple(objectives)
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One row of a sweep's trials table, typed."""
-
-    sweep: str
-    trial_id: str
-    status: str
-    is_baseline: bool
-    metrics: Mapping[str, float]  # METRIC_COLUMNS; NaN where the store has nothing yet
-    energy_source: str | None
-    params: Mapping[str, Any]  # searched key → value the trial trained with
-    error: str | None
-    ended_at: float | None  # unix seconds
-    order: int  # position in the store (file order), the fallback for ended_at
-    target_activation: float | None  # ast.target_activation from config_json
-    strategy: str | None  # ast.strategy from config_json (the baseline: dense)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.sweep, self.trial_id)
-
-    def values(self, objectives: Sequence[Objective]) -> tuple[float, ...]:
-        return tuple(self.metrics.get(o.metric, math.nan) for o in objectives)
-
-
-@dataclass(frozen=True)
-class EpochSeries:
-    """A trial's controller trace, one entry per epoch."""
-
-    epoch: tuple[int, ...]
-    activation_rate: tuple[float, ...]
-    threshold: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class SweepData:
-    """Everything read from one sweep's store."""
-
-    name: str
-    path: str
-    manifest: Mapping[str, Any]
-    searched: tuple[str, ...]
-    trials: tuple[TrialRecord, ...]
-    epochs: Mapping[str, EpochSeries]  # by trial_id
-
-
-def sweep_from_rows(name: str, trial_rows: Iterable[Mapping[str, Any]],
-                    epoch_rows: Iterable[Mapping[str, Any]] = (),
-                    manifest: Mapping[str, Any] | None = None, path: str = "") -> SweepData:
-    """Type the rows of a trials table (and epochs table) as the store returns them."""
-    from astray.store import TRIAL_COLUMNS
-
-    fixed = {n for n, _ in TRIAL_COLUMNS}
-    rows = list(trial_rows)
-    searched: list[str] = []
-    for row in rows:
-        searched += [k for k in row if k not in fixed and k not in searched]
-    trials = tuple(_trial(name, i, row, searched) for i, row in enumerate(rows))
-    by_trial: dict[str, list[Mapping[str, Any]]] = {}
-    for r in epoch_rows:
-        by_trial.setdefault(r["trial_id"], []).append(r)
-    epochs = {}
-    for tid, rs in by_trial.items():
-        rs = sorted(rs, key=lambda r: r["epoch"])
-        epochs[tid] = EpochSeries(tuple(int(r["epoch"]) for r in rs),
-                                  tuple(_float(r.get("activation_rate")) for r in rs),
-                                  tuple(_float(r.get("threshold")) for r in rs))
-    return SweepData(name, path, dict(manifest or {}), tuple(searched), trials, epochs)
-
-
-def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[str]) -> TrialRecord:
-    try:
-        config = json.loads(row.get("config_json") or "{}")
-    except json.JSONDecodeError:
-        config = {}
-    ast = config.get("ast", {}) if isinstance(config, dict) else {}
-    target = ast.get("target_activation")
-    ended = row.get("ended_at")
-    return TrialRecord(
-        sweep=sweep, trial_id=str(row["trial_id"]), status=str(row.get("status")),
-        is_baseline=bool(row.get("is_baseline")),
-        metrics={m: _float(row.get(m)) for m in METRIC_COLUMNS},
-        energy_source=row.get("energy_source"),
-        params={k: row.get(k) for k in searched if k in row},
-        error=row.get("error"),
-        ended_at=None if ended is None or math.isnan(ended) else float(ended),
-        order=order,
-        target_activation=None if target is None else float(target),
-        strategy=ast.get("strategy"),
-    )
-
-
-def _float(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
-
-def read_sweep(path: str | Path) -> SweepData:
-    """Read a sweep's store — finished or still running — as typed records.
-
-    Bad paths and unreadable files raise a one-line AstrayError.
-    """
-    import pyarrow as pa
-
-    from astray.store import read_epochs, read_trials
-
-    root = Path(path)
-    if not root.exists():
-        raise AstrayError(f"sweep directory {str(root)!r} does not exist")
-    if not (root / "trials").is_dir():
-        raise AstrayError(f"{str(root)!r} has no trials/ folder; pass a sweep's store directory "
-                          "(<sweep.results_dir>/<sweep.name>/)")
-    try:
-        trials = read_trials(root).to_pylist()
-        epochs = read_epochs(root).to_pylist() if (root / "epochs").is_dir() else []
-    except (pa.ArrowException, OSError) as exc:
-        raise AstrayError(f"cannot read the store at {str(root)!r}: {str(exc).splitlines()[0]}") from None
-    if not trials:
-        raise AstrayError(f"{str(root / 'trials')!r} holds no trial rows yet; nothing to report")
-    manifest: dict[str, Any] = {}
-    if (root / "sweep.json").exists():
-        try:
-            manifest = json.loads((root / "sweep.json").read_text())
-        except (json.JSONDecodeError, OSError) as exc:
-            raise AstrayError(f"cannot read {str(root / 'sweep.json')!r}: {exc}") from None
-    return sweep_from_rows(root.resolve().name, trials, epochs, manifest, str(root))
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    """A trial left out of fronts and hypervolumes, and why."""
-
-    trial: TrialRecord
-    reason: str  # one of EXCLUSION_REASONS, or "status '<x>'" for a status astray never writes
-
-
-@dataclass(frozen=True)
-class Savings:
-    """One completed trial against its sweep's dense baseline."""
-
-    sweep: str
-    trial_id: str
-    energy: float  # 1 − energy_j / baseline energy_j; NaN when the energy sources differ
-    flops: float  # 1 − flops / baseline flops
-    time: float  # 1 − time_s / baseline time_s
-    val_acc_points: float  # (val_acc − baseline val_acc) × 100
-    energy_comparable: bool
-
-
-@dataclass(frozen=True)
-class Front:
-    """The non-dominated set of some points, and the volume it dominates."""
-
-    label: str  # the sweep's name, or "combined"
-    points: tuple[TrialRecord, ...]  # the good trials it was computed from
-    front: tuple[TrialRecord, ...]  # best first on the first objective, then the next
-    hypervolume: float
-    curve: tuple[tuple[int, float], ...]  # (trials finished, hypervolume so far); () for combined
-
-
-@dataclass(frozen=True)
-class Group:
-    """Trials whose objectives may share axes (one energy source, when energy is an objective)."""
-
-    energy_source: str | None  # the one source of its points; None if mixed (energy no objective) or none
-    reference: tuple[float, ...]
-    reference_rule: str
-    fronts: tuple[Front, ...]  # one per sweep, in the order given
-    combined: Front | None  # over all sweeps; None for a single sweep
-
-
-@dataclass(frozen=True)
-class SweepSummary(SweepData):
-    """A sweep's data plus its bookkeeping: what was excluded and why, the baseline, the savings."""
-
-    good: tuple[TrialRecord, ...]
-    excluded: tuple[Exclusion, ...]
-    excluded_counts: Mapping[str, int]  # every EXCLUSION_REASONS key, then any odd status
-    baseline: TrialRecord | None  # the completed dense baseline the savings use
-    baseline_note: str  # "" when the baseline is usable, else why there are no savings
-    savings: tuple[Savings, ...]
-
-    @property
-    def failed(self) -> tuple[TrialRecord, ...]:
-        return tuple(t for t in self.trials if t.status in ("diverged", "error"))
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Everything a report shows: per-sweep bookkeeping and the fronts of each group."""
-
-    objectives: tuple[Objective, ...]
-    sweeps: tuple[SweepSummary, ...]
-    groups: tuple[Group, ...]
-    split_by_energy_source: bool
-    notes: tuple[str, ...] = field(default=())
-
-    def front_trials(self) -> list[TrialRecord]:
-        """Every trial on some front shown (per-sweep fronts of every group), once each."""
-        seen: dict[tuple[str, str], TrialRecord] = {}
-        for g in self.groups:
-            for f in g.fronts:
-                for t in f.front:
-                    seen.setdefault(t.key, t)
-        return list(seen.values())
 
 
 def exclusion_reason(trial: TrialRecord, objectives: Sequence[Objective]) -> str | None:
     """Why a trial is left out of fronts and hypervolumes, or None when it counts."""
     if trial.status in UNFINISHED_STATUSES:
         return "unfinished"
-    if trial.status in ("diverged", "error"):
+    if trial.status in FAILED_STATUSES:
         return trial.status
-    if trial.status != "completed":
+    if trial.status != COMPLETED:
         return f"status {trial.status!r}"
     if not all(math.isfinite(v) for v in trial.values(objectives)):
         return "nan"
@@ -386,7 +141,7 @@ def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective]) -> SweepS
     savings: tuple[Savings, ...] = ()
     if baseline is not None:
         savings = tuple(savings_against(t, baseline) for t in sweep.trials
-                        if t.status == "completed" and not t.is_baseline)
+                        if t.status == COMPLETED and not t.is_baseline)
     return SweepSummary(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(SweepData)},
                         good=tuple(good), excluded=tuple(excluded), excluded_counts=counts, baseline=baseline,
                         baseline_note=note, savings=savings)
@@ -396,7 +151,7 @@ def _pick_baseline(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, s
     baselines = [t for t in trials if t.is_baseline]
     if not baselines:
         return None, "no dense baseline in this sweep: no savings reported"
-    done = [t for t in baselines if t.status == "completed"]
+    done = [t for t in baselines if t.status == COMPLETED]
     if not done:
         return None, f"the dense baseline {baselines[0].trial_id} is {baselines[0].status}: no savings reported"
     note = "" if len(baselines) == 1 else f"{len(baselines)} baseline trials; savings use {done[0].trial_id}"
@@ -424,7 +179,7 @@ def _curve(sweep: SweepSummary, members: set[tuple[str, str]], objectives: Seque
 def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Analysis:
     """Fronts, hypervolumes, exclusions and savings of one sweep or several compared."""
     objectives = tuple(objectives)
-    _check_objectives(list(objectives), "objectives")
+    check_objectives(list(objectives), "objectives")
     maximize = [o.maximize for o in objectives]
     summaries = tuple(summarize_sweep(s, objectives) for s in sweeps)
     notes: list[str] = []
@@ -468,3 +223,4 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
     if any(t.ended_at is None for s in summaries for t in s.trials if t.status in TERMINAL_STATUSES):
         notes.append("some finished trials have no ended_at: the hypervolume curve orders them by trial order")
     return Analysis(objectives, summaries, tuple(groups), split, tuple(notes))
+

@@ -1,45 +1,18 @@
-"""Typed run configuration: one dataclass per YAML section, validated when built.
+"""Run configuration: one dataclass per YAML section, each validated when built.
 
-A YAML file maps onto :class:`RunConfig`; ``--set dotted.key=value`` overrides are
-applied before validation (values are parsed as YAML, so ``0.3``, ``true`` and
-``[1, 2]`` mean what they look like). Every error names the dotted key, the bad value
-and what is allowed, in one line.
+Every check raises a one-line ConfigError naming the dotted key, the bad value and what
+is allowed. Loading YAML and ``--set`` overrides is ``astray.config.load``'s job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-
+from astray.config.checks import choice, in_range
 from astray.errors import ConfigError
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-
-
-def _range(key: str, value: float, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False) -> None:
-    ok = True
-    if lo is not None:
-        ok &= value > lo if lo_open else value >= lo
-    if hi is not None:
-        ok &= value < hi if hi_open else value <= hi
-    if not ok:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        raise ConfigError(f"{key}={value!r} is out of range; allowed {left}{lo_s}, {hi_s}{right}")
-
 
 @dataclass
 class ModelConfig:
@@ -50,9 +23,6 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("model.name='' is empty; give a timm or torchvision model name")
-
-
-DatasetType = Literal["folder", "hf", "digits", "synthetic"]
 
 
 @dataclass
@@ -75,12 +45,12 @@ class DatasetConfig:
     seed: int = 0  # fixes the digits/synthetic split and synthetic images
 
     def __post_init__(self) -> None:
-        _choice("dataset.type", self.type, ("folder", "hf", "digits", "synthetic"))
-        _range("dataset.num_classes", self.num_classes, lo=2)
-        _range("dataset.image_size", self.image_size, lo=8, hi=1024)
-        _range("dataset.val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
-        _range("dataset.synthetic_samples", self.synthetic_samples, lo=16)
-        _range("dataset.num_workers", self.num_workers, lo=0)
+        choice("dataset.type", self.type, ("folder", "hf", "digits", "synthetic"))
+        in_range("dataset.num_classes", self.num_classes, lo=2)
+        in_range("dataset.image_size", self.image_size, lo=8, hi=1024)
+        in_range("dataset.val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        in_range("dataset.synthetic_samples", self.synthetic_samples, lo=16)
+        in_range("dataset.num_workers", self.num_workers, lo=0)
         if self.type == "folder":
             for key in ("train_dir", "val_dir"):
                 path = getattr(self, key)
@@ -117,22 +87,22 @@ class ASTConfig:
     final_dense_fraction: float = 0.0  # train dense for this last share of epochs
 
     def __post_init__(self) -> None:
-        _choice("ast.strategy", self.strategy, ("dense", "reforward", "stale"))
-        _range("ast.target_activation", self.target_activation, lo=0, hi=1, lo_open=True)
-        _range("ast.entropy_weight", self.entropy_weight, lo=0)
-        _range("ast.kp", self.kp, lo=0)
-        _range("ast.ki", self.ki, lo=0)
-        _range("ast.ema_alpha", self.ema_alpha, lo=0, hi=1, lo_open=True)
-        _range("ast.integral_limit", self.integral_limit, lo=0)
-        _range("ast.initial_threshold", self.initial_threshold, lo=0, lo_open=True)
-        _range("ast.min_threshold", self.min_threshold, lo=0, lo_open=True)
-        _range("ast.max_threshold", self.max_threshold, lo=self.min_threshold, lo_open=True)
-        _range("ast.kp_warmup_epochs", self.kp_warmup_epochs, lo=0)
-        _range("ast.ki_warmup_epochs", self.ki_warmup_epochs, lo=0)
-        _range("ast.warmup_epochs", self.warmup_epochs, lo=0)
-        _range("ast.min_active_fraction", self.min_active_fraction, lo=0, hi=1)
-        _range("ast.stale_keep_prob", self.stale_keep_prob, lo=0, hi=1, hi_open=True)
-        _range("ast.final_dense_fraction", self.final_dense_fraction, lo=0, hi=1)
+        choice("ast.strategy", self.strategy, ("dense", "reforward", "stale"))
+        in_range("ast.target_activation", self.target_activation, lo=0, hi=1, lo_open=True)
+        in_range("ast.entropy_weight", self.entropy_weight, lo=0)
+        in_range("ast.kp", self.kp, lo=0)
+        in_range("ast.ki", self.ki, lo=0)
+        in_range("ast.ema_alpha", self.ema_alpha, lo=0, hi=1, lo_open=True)
+        in_range("ast.integral_limit", self.integral_limit, lo=0)
+        in_range("ast.initial_threshold", self.initial_threshold, lo=0, lo_open=True)
+        in_range("ast.min_threshold", self.min_threshold, lo=0, lo_open=True)
+        in_range("ast.max_threshold", self.max_threshold, lo=self.min_threshold, lo_open=True)
+        in_range("ast.kp_warmup_epochs", self.kp_warmup_epochs, lo=0)
+        in_range("ast.ki_warmup_epochs", self.ki_warmup_epochs, lo=0)
+        in_range("ast.warmup_epochs", self.warmup_epochs, lo=0)
+        in_range("ast.min_active_fraction", self.min_active_fraction, lo=0, hi=1)
+        in_range("ast.stale_keep_prob", self.stale_keep_prob, lo=0, hi=1, hi_open=True)
+        in_range("ast.final_dense_fraction", self.final_dense_fraction, lo=0, hi=1)
 
 
 @dataclass
@@ -156,22 +126,22 @@ class TrainingConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        _choice("training.optimizer", self.optimizer, ("adamw", "sgd"))
-        _range("training.lr", self.lr, lo=0, lo_open=True)
-        _range("training.weight_decay", self.weight_decay, lo=0)
-        _range("training.momentum", self.momentum, lo=0, hi=1)
-        _range("training.batch_size", self.batch_size, lo=2)
-        _range("training.epochs", self.epochs, lo=1)
-        _range("training.lr_warmup_epochs", self.lr_warmup_epochs, lo=0)
-        _range("training.label_smoothing", self.label_smoothing, lo=0, hi=1, hi_open=True)
-        _range("training.grad_accum_steps", self.grad_accum_steps, lo=1)
-        _range("training.grad_clip", self.grad_clip, lo=0)
-        _choice("training.mixed_precision", self.mixed_precision, ("none", "bf16", "fp16"))
-        _range("training.early_stop_patience", self.early_stop_patience, lo=0)
-        _range("training.max_minutes", self.max_minutes, lo=0)
-        _range("training.max_loss", self.max_loss, lo=0)
-        _choice("training.device", self.device, ("auto", "cpu", "cuda"))
-        _range("training.threads", self.threads, lo=0)
+        choice("training.optimizer", self.optimizer, ("adamw", "sgd"))
+        in_range("training.lr", self.lr, lo=0, lo_open=True)
+        in_range("training.weight_decay", self.weight_decay, lo=0)
+        in_range("training.momentum", self.momentum, lo=0, hi=1)
+        in_range("training.batch_size", self.batch_size, lo=2)
+        in_range("training.epochs", self.epochs, lo=1)
+        in_range("training.lr_warmup_epochs", self.lr_warmup_epochs, lo=0)
+        in_range("training.label_smoothing", self.label_smoothing, lo=0, hi=1, hi_open=True)
+        in_range("training.grad_accum_steps", self.grad_accum_steps, lo=1)
+        in_range("training.grad_clip", self.grad_clip, lo=0)
+        choice("training.mixed_precision", self.mixed_precision, ("none", "bf16", "fp16"))
+        in_range("training.early_stop_patience", self.early_stop_patience, lo=0)
+        in_range("training.max_minutes", self.max_minutes, lo=0)
+        in_range("training.max_loss", self.max_loss, lo=0)
+        choice("training.device", self.device, ("auto", "cpu", "cuda"))
+        in_range("training.threads", self.threads, lo=0)
 
 
 @dataclass
@@ -183,9 +153,9 @@ class EnergyConfig:
     device_shared: bool = False  # the metered device also serves other jobs (set by sweeps)
 
     def __post_init__(self) -> None:
-        _choice("energy.meter", self.meter, ("auto", "nvml", "rapl", "model"))
-        _range("energy.model_watts", self.model_watts, lo=0, lo_open=True)
-        _range("energy.idle_seconds", self.idle_seconds, lo=0, lo_open=True)
+        choice("energy.meter", self.meter, ("auto", "nvml", "rapl", "model"))
+        in_range("energy.model_watts", self.model_watts, lo=0, lo_open=True)
+        in_range("energy.idle_seconds", self.idle_seconds, lo=0, lo_open=True)
 
 
 @dataclass
@@ -196,7 +166,7 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ConfigError("logging.output_dir='' is empty; give a directory path")
-        _range("logging.log_every_steps", self.log_every_steps, lo=0)
+        in_range("logging.log_every_steps", self.log_every_steps, lo=0)
 
 
 @dataclass
@@ -210,143 +180,3 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# Sections other commands read (the sweep runner); the training run ignores them.
-FOREIGN_SECTIONS: set[str] = {"search", "sweep", "resources"}
-
-
-def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Check ``value`` against a simple type hint; return (ok, coerced value)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            ok, coerced = _type_ok(value, arg)
-            if ok:
-                return True, coerced
-        return False, value
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                pass
-        return False, value
-    if hint is str:
-        return isinstance(value, str), value
-    return True, value
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-
-def _unknown(key: str, name: str, allowed: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(name, allowed, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}; allowed: {', '.join(allowed)}")
-
-
-def _build_section(cls: type, section: str, raw: Any) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{section} must be a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in names:
-            raise _unknown(f"{section}.{key}", str(key), names)
-        ok, coerced = _type_ok(value, hints[key])
-        if not ok:
-            raise ConfigError(
-                f"{section}.{key}={value!r} has the wrong type; expected {_type_name(hints[key])}")
-        kwargs[key] = coerced
-    return cls(**kwargs)
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. ast.target_activation=0.3)")
-    key, text = item.split("=", 1)
-    parts = key.strip().split(".")
-    if len(parts) < 2 or not all(parts):
-        raise ConfigError(f"--set key {key!r} is not a dotted section.key (e.g. training.lr=0.01)")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    return parts, value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each ``dotted.key=value`` in a nested dict (values parsed as YAML)."""
-    for item in overrides:
-        parts, value = _parse_override(item)
-        node = raw
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
-def load_raw(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with one-line errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r}: no such file")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {str(p)!r}{where}: not valid YAML") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(p)!r}: top level must be a mapping of sections")
-    return raw
-
-
-SECTIONS: dict[str, type] = {
-    f.name: f.default_factory  # type: ignore[misc]
-    for f in dataclasses.fields(RunConfig)
-}
-
-
-def build_config(raw: dict[str, Any]) -> RunConfig:
-    """Validate a nested dict into a :class:`RunConfig`; foreign sections are skipped."""
-    allowed = sorted(SECTIONS) + sorted(FOREIGN_SECTIONS)
-    for name in raw:
-        if name not in SECTIONS and name not in FOREIGN_SECTIONS:
-            raise _unknown(str(name), str(name), allowed)
-    sections = {name: _build_section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
-    return RunConfig(**sections)
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML file (or defaults when ``path`` is None), apply overrides, validate."""
-    raw = load_raw(path) if path is not None else {}
-    raw = apply_overrides(raw, list(overrides or []))
-    return build_config(raw)
-
-
-def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -16,7 +16,6 @@ before Ray starts.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -24,8 +23,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from astray.config import RunConfig, _build_section, _range, _unknown, apply_overrides, build_config, load_raw
+from astray.config.checks import in_range, unknown_key
+from astray.config.dotted import set_dotted
+from astray.config.load import FOREIGN_SECTIONS, apply_overrides, build_config, build_section, load_raw
+from astray.config.run import RunConfig
 from astray.errors import ConfigError
+from astray.schema import DEFAULT_OBJECTIVES, OBJECTIVE_METRICS, Objective
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
@@ -36,13 +39,6 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "ast.entropy_weight": {"type": "uniform", "low": 0.0, "high": 0.5},
 }
 
-DEFAULT_OBJECTIVES: list[dict[str, str]] = [
-    {"metric": "val_acc", "mode": "max"},
-    {"metric": "energy_j", "mode": "min"},
-]
-
-# Trial-level metrics an objective may name (columns of the trials table).
-OBJECTIVE_METRICS = ("val_acc", "final_val_acc", "val_macro_f1", "energy_j", "flops", "time_s", "activation_rate")
 
 
 @dataclass(frozen=True)
@@ -107,20 +103,15 @@ def parse_param(key: str, spec: Any) -> Param:
     if kind == "int" and (low != int(low) or high != int(high)):
         raise ConfigError(f"{where}: int bounds must be whole numbers, got {low:g}..{high:g}")
     if step is not None:
-        _range(f"{where}.step", float(step), lo=0, lo_open=True)
+        in_range(f"{where}.step", float(step), lo=0, lo_open=True)
     return Param(key, kind, low, high, None if step is None else float(step))
-
-
-@dataclass
-class Objective:
-    metric: str
-    mode: str
 
 
 @dataclass
 class SearchConfig:
     space: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))
-    objectives: list[Any] = field(default_factory=lambda: [dict(o) for o in DEFAULT_OBJECTIVES])
+    objectives: list[Any] = field(default_factory=lambda: [{"metric": o.metric, "mode": o.mode}
+                                                           for o in DEFAULT_OBJECTIVES])
     sampler: str = "tpe"  # tpe | nsga2 | random
     seed: int = 0
     num_samples: int = 8  # searched trials (the dense baseline comes on top)
@@ -142,12 +133,12 @@ class SearchConfig:
                                   f"choose one of {', '.join(OBJECTIVE_METRICS)}")
             if o["mode"] not in ("max", "min"):
                 raise ConfigError(f"search.objectives[{i}].mode={o['mode']!r} is not allowed; choose max or min")
-            objectives.append(Objective(o["metric"], o["mode"]))
+            objectives.append(Objective(o["metric"], o["mode"] == "max"))
         self.parsed_objectives = objectives
         if self.sampler not in ("tpe", "nsga2", "random"):
             raise ConfigError(f"search.sampler={self.sampler!r} is not allowed; choose one of tpe, nsga2, random")
-        _range("search.num_samples", self.num_samples, lo=1)
-        _range("search.max_concurrent", self.max_concurrent, lo=1)
+        in_range("search.num_samples", self.num_samples, lo=1)
+        in_range("search.max_concurrent", self.max_concurrent, lo=1)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -163,7 +154,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(f"sweep.name={self.name!r} must be letters, digits, '_', '-', '.' (a folder name)")
-        _range("sweep.max_failures", self.max_failures, lo=0)
+        in_range("sweep.max_failures", self.max_failures, lo=0)
 
 
 @dataclass
@@ -174,9 +165,9 @@ class ResourcesConfig:
     placement_strategy: str = "PACK"  # PACK | SPREAD: how a trial's workers are placed on nodes
 
     def __post_init__(self) -> None:
-        _range("resources.workers_per_trial", self.workers_per_trial, lo=1)
-        _range("resources.cpus_per_worker", self.cpus_per_worker, lo=0)
-        _range("resources.gpus_per_worker", self.gpus_per_worker, lo=0)
+        in_range("resources.workers_per_trial", self.workers_per_trial, lo=1)
+        in_range("resources.cpus_per_worker", self.cpus_per_worker, lo=0)
+        in_range("resources.gpus_per_worker", self.gpus_per_worker, lo=0)
         if self.workers_per_trial > 1 and 0 < self.gpus_per_worker < 1:
             raise ConfigError(f"resources.gpus_per_worker={self.gpus_per_worker:g}: fractional GPUs only for "
                               "one-worker trials (DDP needs a whole GPU per worker)")
@@ -196,36 +187,23 @@ class SweepSpec:
     resources: ResourcesConfig
 
 
-def set_dotted(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``raw`` with each dotted key set."""
-    out = copy.deepcopy(raw)
-    for key, value in params.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 def load_sweep(path: str, overrides: list[str] | None = None) -> SweepSpec:
     """Load and validate a sweep config; every error is one line, before Ray starts."""
     raw = apply_overrides(load_raw(path), list(overrides or []))
     run = build_config(raw)
-    search = _build_section(SearchConfig, "search", raw.get("search"))
-    sweep = _build_section(SweepConfig, "sweep", raw.get("sweep"))
-    resources = _build_section(ResourcesConfig, "resources", raw.get("resources"))
-    raw_run = {k: v for k, v in raw.items() if k not in ("search", "sweep", "resources")}
+    search = build_section(SearchConfig, "search", raw.get("search"))
+    sweep = build_section(SweepConfig, "sweep", raw.get("sweep"))
+    resources = build_section(ResourcesConfig, "resources", raw.get("resources"))
+    raw_run = {k: v for k, v in raw.items() if k not in FOREIGN_SECTIONS}
     run_keys = {f"{s.name}.{f.name}" for s in dataclasses.fields(RunConfig)
                 for f in dataclasses.fields(getattr(run, s.name))}
     for p in search.params:
         if p.key not in run_keys:
-            raise _unknown(f"search.space.{p.key}", p.key, sorted(run_keys))
+            raise unknown_key(f"search.space.{p.key}", p.key, sorted(run_keys))
         for value in p.corners():
             try:
                 build_config(set_dotted(raw_run, {p.key: value}))
             except ConfigError as exc:
                 raise ConfigError(f"search.space.{p.key} can produce {value!r}, which the run rejects: {exc}") from None
-    spec = SweepSpec(run, raw_run, search, sweep, resources)
-    return spec
+    return SweepSpec(run, raw_run, search, sweep, resources)
 

@@ -1,4 +1,4 @@
-"""ONNX export with a parity check: ``python -m astray.export SWEEP_OR_RUN_DIR [--trial best|front|ID]``.
+"""ONNX export with a parity check (``astray export SWEEP_OR_RUN_DIR [--trial best|front|ID]``).
 
 Each model becomes ``<out>/<trial>-<precision>/model.onnx`` with a dynamic batch axis,
 passes ``onnx.checker``, and is then run by onnxruntime (CPU) on real validation images
@@ -12,12 +12,10 @@ dependency for the same result.)
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as _dt
 import hashlib
 import json
-import sys
 import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -27,11 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.onnx import _constants  # private, so every name read from it has a fallback
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from astray import __version__
-from astray.errors import AstrayError, cli_entry
-from astray.trained import OneLineParser, Trained, add_source_args, find_trained, load_model
+from astray.deploy.trained import Trained, load_model
+from astray.engine.data import build_datasets
+from astray.errors import AstrayError
+from astray.io import write_text, write_with
 
 DEFAULT_OPSET = 17  # widely supported by runtimes; the first with LayerNormalization
 INPUT, OUTPUT, BATCH = "input", "logits", "batch"
@@ -69,8 +70,7 @@ class HalfCompute(nn.Module):
 
 def opset_range() -> tuple[int, int]:
     """Opsets both the installed onnx and the torch TorchScript exporter can write."""
-    import onnx
-    from torch.onnx import _constants  # private, so every name has a fallback
+    import onnx  # ~0.3 s to import; only export needs it
 
     lo = getattr(_constants, "ONNX_MIN_OPSET", 7)
     hi = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", 17))
@@ -78,7 +78,7 @@ def opset_range() -> tuple[int, int]:
 
 
 def check_opset(opset: int) -> None:
-    import onnx
+    import onnx  # ~0.3 s to import; only export needs it
 
     lo, hi = opset_range()
     if not lo <= opset <= hi:
@@ -87,12 +87,19 @@ def check_opset(opset: int) -> None:
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int, precision: str) -> None:
-    """Write ``model`` (eval mode, CPU) to ``path`` with a dynamic batch axis, and check it."""
-    import onnx
+    """Write ``model`` (eval mode, CPU) to ``path`` with a dynamic batch axis, and check it.
+
+    The file appears only once it has passed the checks: a failed export leaves none.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda tmp: _export_checked(model, example, tmp, opset, precision))
+
+
+def _export_checked(model: nn.Module, example: torch.Tensor, path: Path, opset: int, precision: str) -> None:
+    import onnx  # ~0.3 s to import; only export needs it
 
     # A copy: the caller's fp32 model stays the parity reference.
     net = HalfCompute(copy.deepcopy(model)) if precision == "fp16" else model
-    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of the dynamo one, which
         # needs the onnxscript package; this one needs nothing beyond torch.
@@ -112,7 +119,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int,
 
 def check_parity(path: Path, model: nn.Module, data: Dataset, precision: str, batch_size: int) -> Parity:
     """Run ``path`` in onnxruntime and ``model`` in PyTorch fp32 on ``data``; compare logits."""
-    ort = _onnxruntime()
+    ort = require_onnxruntime()
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst, scale, agree, n, sizes = 0.0, 0.0, 0, 0, set()
@@ -138,9 +145,9 @@ def check_parity(path: Path, model: nn.Module, data: Dataset, precision: str, ba
     return Parity(n, sorted(sizes, reverse=True), worst, scale, top1, tolerance, min_top1, passed=n > 0 and passed)
 
 
-def _onnxruntime() -> Any:
+def require_onnxruntime() -> Any:
     try:
-        import onnxruntime
+        import onnxruntime  # ~0.2 s to import; only the parity check needs it
     except ImportError:
         raise AstrayError("the parity check runs the file in onnxruntime, which is not installed: "
                           "pip install onnxruntime (or astray[dev])") from None
@@ -158,8 +165,6 @@ def parity_subset(data: Dataset, limit: int) -> Dataset:
 def export_trained(trained: Trained, out: Path, precision: str, opset: int, samples: int,
                    batch_size: int) -> tuple[Path, dict[str, Any]]:
     """Export one trained model and write its ``export.json``; returns the file and the record."""
-    from astray.data import build_datasets  # torchvision: only once the arguments are good
-
     model, meta = load_model(trained)
     val = build_datasets(trained.config.dataset).val
     check = parity_subset(val, samples)
@@ -187,7 +192,7 @@ def export_trained(trained: Trained, out: Path, precision: str, opset: int, samp
                      "onnxruntime": _version("onnxruntime")},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
     }
-    (path.parent / "export.json").write_text(json.dumps(record, indent=2))
+    write_text(path.parent / "export.json", json.dumps(record, indent=2))
     return path, record
 
 
@@ -204,40 +209,3 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = OneLineParser(prog="python -m astray.export", description=__doc__.splitlines()[0])
-    add_source_args(p, "SWEEP_DIR/export")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--samples", type=int, default=512,
-                   help="validation images for the parity check, spread over the split; 0 = all (default 512)")
-    p.add_argument("--batch-size", type=int, default=64, help="parity-check batch size (default 64)")
-    return p.parse_args(argv)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    check_opset(args.opset)
-    _onnxruntime()  # before any work: every export ends in the parity check
-    if args.batch_size < 1:
-        raise AstrayError(f"--batch-size {args.batch_size} must be at least 1")
-    models = find_trained(args.path, args.trial or "best")
-    failed = 0
-    for trained in models:
-        out = args.out if args.out is not None else trained.out_root / "export"
-        path, record = export_trained(trained, out, args.precision, args.opset, args.samples, args.batch_size)
-        p = record["parity"]
-        failed += not p["passed"]
-        print(f"{trained.name}: {path} from {trained.checkpoint.name}, opset {args.opset}, {args.precision}; "
-              f"parity {'ok' if p['passed'] else 'FAILED'}: max |diff| {p['max_abs_diff']:.3g} "
-              f"(allowed {p['tolerance']:.3g}), top-1 agreement {p['top1_agreement']:.4f} "
-              f"on {p['samples']} validation images", flush=True)
-    # A file that disagrees with its model is written (export.json says how) but fails the command.
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,14 @@
 """Per-class evaluation of a trained model: predictions, then metrics, then files.
 
-``predict`` runs the model over a split; ``summarize`` is pure computation over the
-predictions (scikit-learn's classification report and the confusion matrix);
-``write_evaluation`` only renders and writes. ``python -m astray.eval`` is the command.
+``predict`` runs the model over a split; ``per_class_metrics`` is pure computation over
+the predictions (scikit-learn's classification report and the confusion matrix);
+``write_per_class`` only renders and writes; ``evaluate_per_class`` does all three for a
+trained model. ``astray eval`` is the command.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from astray import __version__
+from astray.deploy.trained import Trained, load_model
+from astray.engine.data import build_datasets
+from astray.io import write_parquet, write_text, write_with
 
 MAX_FULL_PROBS = 100  # classes up to which predictions.parquet holds the whole probability vector
 TOP_K = 5
@@ -76,8 +82,9 @@ def class_names(data: Dataset, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def summarize(pred: Predictions, names: list[str]) -> Evaluation:
+def per_class_metrics(pred: Predictions, names: list[str]) -> Evaluation:
     """Classification report (per class, macro, weighted) and the confusion matrix."""
+    # scikit-learn takes ~1 s to import; only this command needs its metrics.
     from sklearn.metrics import classification_report, confusion_matrix
 
     labels = list(range(len(names)))  # every class, also one the split happens to lack
@@ -116,7 +123,7 @@ def _rows(matrix: np.ndarray) -> pa.FixedSizeListArray:
 
 def confusion_figure(ev: Evaluation, title: str):
     """Counts coloured by their share of the true class (the row), so small classes still show."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # ~1 s to import; only the figure needs it
 
     c = len(ev.class_names)
     rows = ev.confusion.sum(1, keepdims=True)
@@ -144,12 +151,33 @@ def confusion_figure(ev: Evaluation, title: str):
 FILES = ("classification_report.json", "classification_report.txt", "confusion_matrix.png", "predictions.parquet")
 
 
-def write_evaluation(pred: Predictions, ev: Evaluation, out: Path, title: str, provenance: dict[str, Any]) -> None:
-    """Write :data:`FILES` into ``out``; ``provenance`` goes into the JSON report."""
+def write_per_class(pred: Predictions, ev: Evaluation, out: Path, title: str, provenance: dict[str, Any]) -> None:
+    """Write :data:`FILES` into ``out`` (each atomically); ``provenance`` goes into the JSON report."""
     out.mkdir(parents=True, exist_ok=True)
     record = {**provenance, "samples": ev.samples, "accuracy": ev.accuracy, "class_names": ev.class_names,
               "classification_report": ev.report, "confusion_matrix": ev.confusion.tolist()}
-    (out / FILES[0]).write_text(json.dumps(record, indent=2))
-    (out / FILES[1]).write_text(f"{title}\n\n{ev.report_text}")
-    confusion_figure(ev, title).savefig(out / FILES[2], dpi=120)
-    pq.write_table(predictions_table(pred, ev.class_names), out / FILES[3])
+    write_text(out / FILES[0], json.dumps(record, indent=2))
+    write_text(out / FILES[1], f"{title}\n\n{ev.report_text}")
+    figure = confusion_figure(ev, title)
+    write_with(out / FILES[2], lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
+    write_parquet(out / FILES[3], predictions_table(pred, ev.class_names))
+
+
+def evaluate_per_class(trained: Trained, out: Path, batch_size: int, device: torch.device) -> float:
+    """Evaluate one model on its validation split, write the files, return the accuracy."""
+    model, meta = load_model(trained)
+    data = build_datasets(trained.config.dataset)
+    pred = predict(model, data.val, batch_size, device)
+    ev = per_class_metrics(pred, class_names(data.val, int(meta["num_classes"])))
+    provenance = {
+        "trial_id": trained.name, "status": trained.status, "model_name": trained.config.model.name,
+        "checkpoint": str(trained.checkpoint), "checkpoint_used": trained.checkpoint_note,
+        "checkpoint_epoch": meta.get("epoch"), "checkpoint_best_val_acc": meta.get("best_val_acc"),
+        "data": f"validation split of dataset.type={trained.config.dataset.type}",
+        "device": str(device), "astray_version": __version__, "torch": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+    }
+    title = f"{trained.name} ({trained.config.model.name}, {trained.checkpoint.name})"
+    write_per_class(pred, ev, out, title, provenance)
+    return ev.accuracy
+

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
 
-from astray.config import DatasetConfig
+from astray.config.run import DatasetConfig
 from astray.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,7 +97,7 @@ def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> t
 
 
 def _digits(cfg: DatasetConfig) -> DataSplits:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # ~1 s to import; only this dataset needs scikit-learn
 
     if cfg.num_classes != 10:
         raise ConfigError(f"dataset.num_classes={cfg.num_classes} but digits has 10 classes; set 10")
@@ -147,8 +150,6 @@ def _synthetic(cfg: DatasetConfig) -> DataSplits:
 
 
 def _folder(cfg: DatasetConfig) -> DataSplits:
-    from torchvision.datasets import ImageFolder
-
     train_tf, val_tf = pil_transforms(cfg.image_size, cfg.augment)
     try:
         train = ImageFolder(cfg.train_dir)
@@ -174,13 +175,9 @@ class HFImages(Dataset):
         return len(self.ds)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
         row = self.ds[index]
         image = row[self.image_column]
         if not isinstance(image, Image.Image):
-            import numpy as np
-
             image = Image.fromarray(np.asarray(image))
         return image, int(row[self.label_column])
 
@@ -188,7 +185,7 @@ class HFImages(Dataset):
 def _hf(cfg: DatasetConfig) -> DataSplits:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import datasets
+    import datasets  # ~1 s to import, and it reads the offline switches above when imported
 
     path = Path(cfg.hf_path)
     try:

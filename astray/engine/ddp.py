@@ -1,7 +1,10 @@
-"""All rank logic in one place: process group, rank facts, reductions, model wrapping.
+"""All rank logic in one place: process group, rank facts, the collectives the DDP
+rules need (docs/design.md §3), and model wrapping.
 
-Nothing else in astray imports ``torch.distributed``. Every helper is a no-op (or the
-identity) in a single process, so the loop reads the same with one rank or many.
+Nothing else in astray imports ``torch.distributed``; the step and the trainer call the
+helpers here by what they mean (``step_counts``, ``gather_scores``, ``slowest``).
+Every helper is a no-op (or the identity) in a single process, so the loop reads the
+same with one rank or many.
 """
 
 from __future__ import annotations
@@ -95,6 +98,48 @@ def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Element-wise sum over ranks, in float64 (epoch totals)."""
+    return all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=backend_device())).cpu().tolist()
+
+
+def slowest(values: list[float]) -> list[float]:
+    """Element-wise maximum over ranks: the slowest rank's times are the run's times."""
+    return all_reduce_max(torch.tensor(values, dtype=torch.float64, device=backend_device())).cpu().tolist()
+
+
+def step_counts(n_selected: int, n_loaded: int, stop: bool, nonfinite: bool) -> tuple[int, int, bool, bool]:
+    """Rules 1 and 3: the step's one all-reduce.
+
+    It gives the global active count for the loss normalisation, the global counts the
+    (shared) controller is fed, and the stop and divergence flags, so every rank takes
+    the same branch and stops together. Returns (active, loaded, stop, diverged).
+    """
+    counts = all_reduce_sum(torch.tensor([n_selected, n_loaded, int(stop), int(nonfinite)],
+                                         dtype=torch.float64, device=backend_device()))
+    return int(counts[0]), int(counts[1]), bool(counts[2] > 0), bool(counts[3] > 0)
+
+
+def loss_scale() -> int:
+    """Rule 1: a rank's loss is its weighted *sum* times this, because DDP averages the
+    gradients over ranks; the optimizer step then divides by the global active count."""
+    return world_size()
+
+
+def zero_weight_stand_in(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rule 2: a rank that selected nothing still runs forward and backward, on two
+    samples whose loss is scaled to zero, so its gradient all-reduce meets its peers'."""
+    return x[:2], y[:2], w[:2]
+
+
+def gather_scores(indices: torch.Tensor, sig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rule 4: every rank's fresh (dataset index, significance) pairs, on every rank, so
+    the stale score tables (and so the next epoch's plans) stay identical."""
+    bd = backend_device()
+    return all_gather_cat(indices.to(bd)).cpu(), all_gather_cat(sig.to(bd)).cpu()
+
+
 def check_same_on_all_ranks(value: float, what: str) -> None:
     """Raise if ``value`` differs between ranks: an invariant, checked not assumed."""
     if not is_distributed():
@@ -116,7 +161,7 @@ def backend_device() -> str:
 
 
 def shard(indices: torch.Tensor) -> torch.Tensor:
-    """This rank's equal share of a global index list.
+    """Rule 4: this rank's equal share of a global index list.
 
     The list is padded by wrapping around to a multiple of the world size, so every
     rank gets the same number of samples, runs the same number of steps, and no rank

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from astray.config import EnergyConfig
+from astray.config.run import EnergyConfig
 from astray.errors import ConfigError
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
@@ -198,7 +198,7 @@ def rapl_packages(root: Path = POWERCAP_ROOT) -> list[Path]:
 
 def _load_nvml() -> Any | None:
     try:
-        import pynvml
+        import pynvml  # optional at run time: machines without the library or a driver fall back
 
         pynvml.nvmlInit()
         return pynvml

@@ -5,23 +5,21 @@ from __future__ import annotations
 import difflib
 import functools
 
+import timm
+import torchvision
 from torch import nn
 
-from astray.config import ModelConfig
+from astray.config.run import ModelConfig
 from astray.errors import ConfigError
 
 
 @functools.lru_cache(maxsize=1)
 def _timm_names() -> frozenset[str]:
-    import timm
-
     return frozenset(timm.list_models())
 
 
 @functools.lru_cache(maxsize=1)
 def _torchvision_names() -> frozenset[str]:
-    import torchvision
-
     return frozenset(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -43,11 +41,7 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """
     check_model_name(cfg.name)
     if cfg.name in _timm_names():
-        import timm
-
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes)
-    import torchvision
-
     if cfg.pretrained:
         weights = torchvision.models.get_model_weights(cfg.name).DEFAULT
         model = torchvision.models.get_model(cfg.name, weights=weights)

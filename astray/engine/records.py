@@ -1,44 +1,58 @@
-"""Per-epoch metrics: the schema, the macro-F1 computation, and the Parquet file."""
+"""The epoch row: one dataclass that *is* the ``metrics.parquet`` schema, and its file.
+
+:class:`EpochRow` lists every column once, with its type and meaning; ``EPOCH_SCHEMA``
+is derived from it, so a row the trainer builds cannot drift from the file's columns.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from astray.fileio import atomic_path
+from astray.io import write_parquet
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the result store reads this schema without loading torch
     import torch
 
-# One row per epoch in <logging.output_dir>/metrics.parquet. Order is the file's order.
-EPOCH_SCHEMA = pa.schema([
-    ("epoch", pa.int64()),            # 1-based
-    ("train_loss", pa.float64()),     # mean cross-entropy over samples seen in training forwards
-    ("train_acc", pa.float64()),      # accuracy over the same samples
-    ("val_loss", pa.float64()),
-    ("val_acc", pa.float64()),
-    ("val_macro_f1", pa.float64()),
-    ("activation_rate", pa.float64()),  # samples_backward / samples_total
-    ("threshold", pa.float64()),      # controller threshold at epoch end (significance units)
-    ("samples_total", pa.int64()),    # training samples in the dataset (the dense epoch)
-    ("samples_forward", pa.int64()),  # sample-forward passes executed (scoring + training)
-    ("samples_backward", pa.int64()),  # sample-backward passes executed
-    ("flops", pa.float64()),          # executed training FLOPs
-    ("flops_dense", pa.float64()),    # FLOPs a dense epoch would execute
-    ("train_time_s", pa.float64()),   # wall seconds in the training part of the epoch
-    ("time_s", pa.float64()),         # wall seconds since the run started (train + eval, all epochs)
-    ("energy_j", pa.float64()),       # training energy of the epoch, joules (idle subtracted if idle_w > 0)
-    ("val_energy_j", pa.float64()),   # evaluation energy of the epoch, joules
-    ("energy_source", pa.string()),   # nvml | nvml_power | rapl (measured) or model (estimate: seconds x watts)
-    ("energy_scope", pa.string()),    # process (model) | device (whole device) | device-shared (other jobs too)
-    ("idle_w", pa.float64()),         # idle power subtracted from energy_j; 0 = no subtraction
-    ("lr", pa.float64()),             # learning rate at epoch end
-    ("strategy", pa.string()),        # dense | reforward | stale (dense during warm-up epochs)
-])
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One row per epoch in ``<logging.output_dir>/metrics.parquet``. Field order is column order."""
+
+    epoch: int  # 1-based
+    train_loss: float  # mean cross-entropy over samples seen in training forwards
+    train_acc: float  # accuracy over the same samples
+    val_loss: float
+    val_acc: float
+    val_macro_f1: float
+    activation_rate: float  # samples_backward / samples_total
+    threshold: float  # controller threshold at epoch end (significance units)
+    samples_total: int  # training samples in the dataset (the dense epoch)
+    samples_forward: int  # sample-forward passes executed (scoring + training)
+    samples_backward: int  # sample-backward passes executed
+    flops: float  # executed training FLOPs
+    flops_dense: float  # FLOPs a dense epoch would execute
+    train_time_s: float  # wall seconds in the training part of the epoch
+    time_s: float  # wall seconds since the run started (train + eval, all epochs)
+    energy_j: float  # training energy of the epoch, joules (idle subtracted if idle_w > 0)
+    val_energy_j: float  # evaluation energy of the epoch, joules
+    energy_source: str  # nvml | nvml_power | rapl (measured) or model (estimate: seconds x watts)
+    energy_scope: str  # process (model) | device (whole device) | device-shared (other jobs too)
+    idle_w: float  # idle power subtracted from energy_j; 0 = no subtraction
+    lr: float  # learning rate at epoch end
+    strategy: str  # dense | reforward | stale (dense during warm-up epochs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
+EPOCH_SCHEMA = pa.schema([(name, _ARROW[hint]) for name, hint in get_type_hints(EpochRow).items()])
 
 
 def macro_f1(confusion: torch.Tensor) -> float:
@@ -59,11 +73,7 @@ def macro_f1(confusion: torch.Tensor) -> float:
 
 def write_metrics(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Write all rows atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    table = pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA)
-    tmp = atomic_path(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet(path, pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Checkpoints (full training state) and atomic file writes.
+"""What a run leaves on disk, and the full training state its checkpoints hold.
 
 Everything saved is a tensor, a number, a string, or a dict/list of those, so
 checkpoints load with ``torch.load(weights_only=True)``: a checkpoint file cannot
@@ -7,7 +7,6 @@ run code when it is opened.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from astray.fileio import atomic_path
+from astray.io import write_with
+
+# The files of a run directory (``logging.output_dir``).
+LAST = "last.pt"  # full state after the latest epoch: what --resume continues from
+BEST = "best.pt"  # full state after the epoch with the highest val_acc
+METRICS = "metrics.parquet"  # one row per epoch (astray.engine.records)
+CONFIG = "config.yaml"  # the resolved config
+RUN_FILES = (LAST, BEST, METRICS, CONFIG)  # everything a resumed run needs
+WEIGHTS_BY_PREFERENCE = (BEST, LAST)  # which weights to deploy, best first
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = atomic_path(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def rng_state() -> dict[str, Any]:

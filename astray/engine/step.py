@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from astray import distributed as dist
+from astray.engine import ddp
 from astray.sparse import PIController, SelectionStrategy, significance
 
 
@@ -43,7 +43,7 @@ class StepStats:
 
 def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
     """No-grad forward in eval mode: no BatchNorm statistics move, no DDP collective."""
-    net = dist.unwrap(model)
+    net = ddp.unwrap(model)
     net.eval()
     try:
         with torch.no_grad(), settings.autocast():
@@ -84,13 +84,8 @@ def train_step(
         selected = None  # every loaded sample
     n_selected = n if selected is None else selected.numel()
 
-    # Rule 1 and 3 of DESIGN.md §3: one all-reduce gives the global active count for
-    # the loss normalisation, the counts for the (shared) controller update, and the
-    # stop and divergence flags, so every rank takes the same branch and stops together.
-    counts = dist.all_reduce_sum(torch.tensor([n_selected, n, int(stop_requested), int(nonfinite_seen)],
-                                              dtype=torch.float64, device=dist.backend_device()))
-    global_active, global_loaded = int(counts[0]), int(counts[1])
-    stop, diverged = bool(counts[2] > 0), bool(counts[3] > 0)
+    # Rules 1 and 3 of docs/design.md §3: one all-reduce for counts and flags.
+    global_active, global_loaded, stop, diverged = ddp.step_counts(n_selected, n, stop_requested, nonfinite_seen)
 
     forward = n if scoring else 0
     backward = 0
@@ -99,17 +94,15 @@ def train_step(
             xs, ys, ws = (x, y, weights) if selected is None else (x[selected], y[selected], weights[selected])
             scale = 1.0
         else:
-            # Rule 2: a rank with nothing selected still runs forward and backward, on two
-            # samples with weight zero, so its DDP gradient all-reduce meets its peers'.
-            xs, ys, ws = x[:2], y[:2], weights[:2]
+            xs, ys, ws = ddp.zero_weight_stand_in(x, y, weights)  # rule 2
             scale = 0.0
         with settings.autocast():
             logits = model(xs)
             per_sample = F.cross_entropy(logits.float(), ys, reduction="none",
                                          label_smoothing=settings.label_smoothing)
         # Sum, times world size: DDP averages over ranks, so the result is the sum over
-        # all ranks; optimizer_step divides by the window's global active count.
-        loss = (per_sample * ws).sum() * (scale * dist.world_size())
+        # all ranks; optimizer_step divides by the window's global active count (rule 1).
+        loss = (per_sample * ws).sum() * (scale * ddp.loss_scale())
         (settings.scaler.scale(loss) if settings.scaler else loss).backward()
         forward += xs.shape[0]
         backward += xs.shape[0]
@@ -127,8 +120,7 @@ def train_step(
         # Shadow update: what would have been active under the current threshold. It
         # costs one more small all-reduce per step, so the dense strategy (which never
         # selects) skips it; warm-up epochs of sparse strategies need it.
-        would = dist.all_reduce_sum(torch.tensor([float((sig > controller.threshold).sum())],
-                                                 device=dist.backend_device()))
+        would = ddp.sum_over_ranks([float((sig > controller.threshold).sum())])
         controller.update(int(would[0]), global_loaded, progress)
 
     with torch.no_grad():

@@ -1,15 +1,14 @@
-"""The training run: ``python -m astray.train CONFIG [--set key=value ...] [--resume]``.
+"""The training engine: a :class:`Trainer` per run, and :func:`run`, which drives it.
 
-Runs alone, under ``torchrun --nproc_per_node N -m astray.train CONFIG`` (DDP), or
-inside a Ray Tune trial (``run(cfg, report=...)``).
+``run(cfg, resume, report=callback)`` trains alone, under ``torchrun`` (DDP), or inside a
+Ray trial: the engine knows nothing of Ray, and every rank rule it follows is a call
+into ``astray.engine.ddp`` (docs/design.md §3). The command is ``astray.cli.train``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,86 +19,318 @@ import torch
 from torch.utils.data import DataLoader
 
 from astray import __version__
-from astray import distributed as dist
-from astray.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from astray.config import RunConfig, load_config, save_config
-from astray.data import build_datasets
-from astray.energy import create_meter, measure_idle_watts
-from astray.errors import AstrayError, ConfigError, TrainingDiverged, cli_entry
-from astray.flops import measure_sample_flops
-from astray.metrics import macro_f1, read_metrics, write_metrics
-from astray.models import check_model_name, create_model
+from astray.config.load import save_config
+from astray.config.run import RunConfig
+from astray.engine import ddp
+from astray.engine.data import build_datasets
+from astray.engine.energy import create_meter, measure_idle_watts
+from astray.engine.flops import measure_sample_flops
+from astray.engine.models import check_model_name, create_model
+from astray.engine.records import EpochRow, macro_f1, read_metrics, write_metrics
+from astray.engine.schedule import epoch_is_sparse, lr_at, make_optimizer
+from astray.engine.state import BEST, LAST, METRICS, CONFIG, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from astray.engine.step import StepSettings, optimizer_step, train_step
+from astray.errors import ConfigError, TrainingDiverged
 from astray.sparse import PIController, create_strategy
-from astray.step import StepSettings, optimizer_step, train_step
 
+# report(row, output_dir): called on every rank after each epoch, once the primary has
+# the row and the checkpoint on disk (the sweep's trial hands them to Ray).
 Report = Callable[[dict[str, Any], Path], None]
+
+
+@dataclass
+class RunResult:
+    rows: list[dict[str, Any]]  # one EpochRow (as a dict) per finished epoch, resumed ones included
+    output_dir: Path
+    stopped: str  # "completed" | "early_stop" | "max_minutes"
+
+
+@dataclass
+class EpochWork:
+    """The training part of one epoch, summed over ranks."""
+
+    loaded: float
+    forward: float
+    backward: float
+    loss_sum: float
+    correct: float
+    train_time_s: float  # this rank's
+    energy_j: float  # this rank's meter window
+    stop: bool  # training.max_minutes ran out during the epoch
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("training.device='cuda' but no CUDA device is available; use auto or cpu")
-        return torch.device("cuda", dist.local_rank())
+        return torch.device("cuda", ddp.local_rank())
     return torch.device("cpu")
 
 
-def lr_at(cfg: RunConfig, progress: float, world: int) -> float:
-    """Linear warm-up then cosine decay, as a pure function of progress in epochs.
+def validate_for_run(cfg: RunConfig, resume: bool) -> Path:
+    """Checks that need more than the config itself; all run before any work or write."""
+    check_model_name(cfg.model.name)
+    out = Path(cfg.logging.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"logging.output_dir={str(out)!r} exists and is not a directory")
+    last = out / LAST
+    if resume and not last.exists():
+        raise ConfigError(f"--resume: no checkpoint at {str(last)!r} (logging.output_dir={str(out)!r})")
+    if not resume and last.exists():
+        raise ConfigError(f"logging.output_dir={str(out)!r} already holds a run (last.pt); "
+                          "pass --resume to continue it, or choose another output_dir")
+    return out
 
-    ``training.lr`` is per 256 samples of global batch and scales linearly. Being a
-    function of progress, the schedule has no state to checkpoint, and a stale-mode
-    epoch with fewer steps still follows the same curve.
+
+def run(cfg: RunConfig, resume: bool = False, report: Report | None = None) -> RunResult:
+    """Train per ``cfg``; write metrics.parquet, config.yaml, last.pt and best.pt."""
+    out = validate_for_run(cfg, resume)
+    device = resolve_device(cfg.training.device)
+    created_group = ddp.setup(device.type)
+    try:
+        return Trainer(cfg, out, device, resume).fit(report)
+    finally:
+        ddp.teardown(created_group)
+
+
+def log(msg: str) -> None:
+    """Print from the primary rank only."""
+    if ddp.is_primary():
+        print(msg, flush=True)
+
+
+class Trainer:
+    """One training run: built (and resumed) by the constructor, then :meth:`fit`.
+
+    :meth:`run_epoch` trains one epoch, :meth:`evaluate` scores the validation split,
+    :meth:`state_dict` is what ``last.pt``/``best.pt`` hold.
     """
-    t = cfg.training
-    base = t.lr * t.batch_size * t.grad_accum_steps * world / 256
-    if t.lr_warmup_epochs > 0 and progress < t.lr_warmup_epochs:
-        return base * max(progress, 1e-3) / t.lr_warmup_epochs
-    span = max(t.epochs - t.lr_warmup_epochs, 1e-9)
-    frac = min(1.0, (progress - t.lr_warmup_epochs) / span)
-    return base * 0.5 * (1 + math.cos(math.pi * frac))
 
+    def __init__(self, cfg: RunConfig, out: Path, device: torch.device, resume: bool) -> None:
+        t, a = cfg.training, cfg.ast
+        self.cfg, self.out, self.device = cfg, out, device
+        # The order below fixes how the global RNG is consumed: a resumed run and an
+        # uninterrupted one must draw the same numbers.
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        self.world = ddp.world_size()
+        self.started = time.perf_counter()
 
-def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.training
-    # No weight decay on biases and normalisation weights (1-D parameters).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=t.lr)
+        self.data = build_datasets(cfg.dataset)
+        model = create_model(cfg.model, self.data.num_classes).to(device)
+        if cfg.model.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.sample_flops = measure_sample_flops(model, self.data.train[0][0].to(device))
+        self.optimizer = make_optimizer(cfg, model)
+        self.strategy = create_strategy(a, len(self.data.train), t.seed, t.batch_size * self.world)
+        self.controller = PIController.from_config(a)
+        self.meter = create_meter(cfg.energy, device)
+        self.energy_scope = ("process" if self.meter.source == "model"
+                             else "device-shared" if cfg.energy.device_shared else "device")
+        self.idle_w = 0.0
+        if cfg.energy.subtract_idle and self.meter.source == "model":
+            raise ConfigError("energy.subtract_idle=true needs a measured meter (nvml, rapl); "
+                              "the model meter's power is a constant")
+        if cfg.energy.subtract_idle:
+            # Summed over this rank's devices; measured before any work so the device idles.
+            self.idle_w = measure_idle_watts(self.meter, cfg.energy.idle_seconds)
+        self.autocast = _autocast_factory(cfg, device)
+        self.scaler = torch.amp.GradScaler("cuda") if (t.mixed_precision == "fp16" and device.type == "cuda") else None
+        self.settings = StepSettings(a.entropy_weight, t.label_smoothing, self.autocast, self.scaler,
+                                     cfg.model.channels_last)
 
+        self.rows: list[dict[str, Any]] = []
+        self.start_epoch, self.best_acc, self.epochs_no_gain, self.elapsed_before = 0, -1.0, 0, 0.0
+        if resume:
+            self.load_state_dict(load_checkpoint(out / LAST, device), model)
+            if (out / METRICS).exists():
+                self.rows = [r for r in read_metrics(out / METRICS) if r["epoch"] <= self.start_epoch]
+            log(f"resuming {out} after epoch {self.start_epoch}")
+        self.model = ddp.wrap_model(model, device)
 
-def epoch_is_sparse(cfg: RunConfig, epoch: int) -> bool:
-    """Dense for warm-up epochs, the final dense share, and the dense strategy."""
-    a = cfg.ast
-    final_dense = int(round(a.final_dense_fraction * cfg.training.epochs))
-    return a.strategy != "dense" and epoch >= a.warmup_epochs and epoch < cfg.training.epochs - final_dense
+        if ddp.is_primary():
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / CONFIG)
+        self.val_loader = DataLoader(self.data.val, batch_size=t.batch_size * 2,
+                                     sampler=list(range(ddp.rank(), len(self.data.val), self.world)),
+                                     num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
+        log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(self.data.train)} train / "
+            f"{len(self.data.val)} val), strategy {a.strategy}, {self.world} process(es) on {device}, "
+            f"energy source {self.meter.source}" + (f" (idle {self.idle_w:.1f} W subtracted)" if self.idle_w else ""))
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self, epoch: int, time_s: float) -> dict[str, Any]:
+        """Everything a resumed run needs; tensors, numbers and strings only (weights_only loads)."""
+        return {
+            "model": ddp.unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "controller": self.controller.state_dict(), "strategy": self.strategy.state_dict(),
+            "rng": rng_state(), "epoch": epoch, "best_val_acc": self.best_acc,
+            "epochs_without_gain": self.epochs_no_gain, "time_s": time_s,
+            "astray_version": __version__, "model_name": self.cfg.model.name, "num_classes": self.data.num_classes,
+        }
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, num_classes: int,
-             autocast: Callable[[], contextlib.AbstractContextManager], channels_last: bool) -> dict[str, float]:
-    """Loss, accuracy and macro F1 over this rank's validation shard, summed over ranks."""
-    net = dist.unwrap(model)
-    net.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    for x, y, _ in loader:
-        x, y = _to_device(x, y, device, channels_last)
-        with autocast():
-            logits = net(x)
-        loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").cpu().double()
-        pred = logits.argmax(1)
-        confusion += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes ** 2).view(
-            num_classes, num_classes)
-    net.train()
-    bd = dist.backend_device()
-    loss_sum = dist.all_reduce_sum(loss_sum.to(bd)).cpu()
-    confusion = dist.all_reduce_sum(confusion.to(bd)).cpu()
-    n = int(confusion.sum())
-    return {"val_loss": float(loss_sum) / max(n, 1), "val_acc": float(confusion.diag().sum()) / max(n, 1),
-            "val_macro_f1": macro_f1(confusion)}
+    def load_state_dict(self, ckpt: dict[str, Any], model: torch.nn.Module) -> None:
+        model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.controller.load_state_dict(ckpt["controller"])
+        self.strategy.load_state_dict(ckpt["strategy"])
+        set_rng_state(ckpt["rng"])
+        self.start_epoch, self.best_acc = ckpt["epoch"], ckpt["best_val_acc"]
+        self.epochs_no_gain, self.elapsed_before = ckpt["epochs_without_gain"], ckpt["time_s"]
+
+    # ------------------------------------------------------------------ one epoch
+    def _diverged(self, where: str) -> TrainingDiverged:
+        return TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
+                                f"{self.cfg.training.max_loss:g} {where}")
+
+    def _loss_too_high(self, mean_loss: float) -> bool:
+        max_loss = self.cfg.training.max_loss
+        return not math.isfinite(mean_loss) or (max_loss > 0 and mean_loss > max_loss)
+
+    def run_epoch(self, epoch: int, sparse: bool) -> EpochWork:
+        """Train one epoch (0-based) on this rank's share of the strategy's plan."""
+        cfg, t = self.cfg, self.cfg.training
+        plan = self.strategy.plan_epoch(epoch, self.controller, dense=not sparse)
+        local = plan.indices[ddp.shard(torch.arange(plan.indices.numel()))]
+        if local.numel() % t.batch_size == 1 and local.numel() > 1:
+            local = local[:-1]  # a last batch of one sample breaks training-mode BatchNorm
+        weight_of = torch.ones(len(self.data.train))
+        if plan.weights is not None:
+            weight_of[plan.indices] = plan.weights
+        loader = DataLoader(self.data.train, batch_size=t.batch_size, sampler=local.tolist(),
+                            num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
+        steps = len(loader)
+
+        loaded = forward = backward = correct = 0
+        loss_sum = 0.0
+        seen_idx, seen_sig = [], []
+        window_active, stop, nonfinite = 0, False, False
+        self.meter.begin()
+        t0 = time.perf_counter()
+        for step, (x, y, idx) in enumerate(loader):
+            x, y = _to_device(x, y, self.device, cfg.model.channels_last)
+            progress = epoch + step / max(steps, 1)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, progress, self.world)
+            elapsed = self.elapsed_before + time.perf_counter() - self.started
+            over_time = t.max_minutes > 0 and elapsed > 60 * t.max_minutes
+            s = train_step(self.model, x, y, weight_of[idx].to(self.device), self.strategy, self.controller,
+                           self.settings, sparse=sparse, progress=progress, stop_requested=over_time,
+                           nonfinite_seen=nonfinite, calibrate=cfg.ast.strategy != "dense")
+            if s.diverged:
+                raise self._diverged(f"at epoch {epoch + 1} step {step} (lr {lr_at(cfg, progress, self.world):.3g})")
+            nonfinite = self._loss_too_high(s.loss_sum / max(s.loaded, 1))
+            window_active += s.global_active
+            if (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps or s.stop:
+                optimizer_step(self.model, self.optimizer, self.settings, window_active, t.grad_clip)
+                window_active = 0
+            loaded += s.loaded
+            forward += s.forward
+            backward += s.backward
+            loss_sum += s.loss_sum
+            correct += s.correct
+            seen_idx.append(idx)
+            seen_sig.append(s.sig)
+            if cfg.logging.log_every_steps and (step + 1) % cfg.logging.log_every_steps == 0:
+                log(f"  epoch {epoch + 1} step {step + 1}/{steps} threshold {self.controller.threshold:.4g}")
+            if s.stop:
+                stop = True
+                break
+        train_time = time.perf_counter() - t0
+        energy = self.meter.end()
+
+        self.strategy.observe(*ddp.gather_scores(torch.cat(seen_idx), torch.cat(seen_sig)))  # rule 4
+        ddp.check_same_on_all_ranks(self.controller.threshold, "controller threshold")  # rule 3
+        loaded, forward, backward, loss_sum, correct = ddp.sum_over_ranks(
+            [loaded, forward, backward, loss_sum, correct])
+        if self._loss_too_high(loss_sum / max(loaded, 1)):
+            raise self._diverged(f"in epoch {epoch + 1}")
+        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss, accuracy and macro F1 over the validation split (each rank a shard, summed)."""
+        num_classes = self.data.num_classes
+        net = ddp.unwrap(self.model)
+        net.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        for x, y, _ in self.val_loader:
+            x, y = _to_device(x, y, self.device, self.cfg.model.channels_last)
+            with self.autocast():
+                logits = net(x)
+            loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").cpu().double()
+            pred = logits.argmax(1)
+            confusion += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes ** 2).view(
+                num_classes, num_classes)
+        net.train()
+        bd = ddp.backend_device()
+        loss_sum = ddp.all_reduce_sum(loss_sum.to(bd)).cpu()
+        confusion = ddp.all_reduce_sum(confusion.to(bd)).cpu()
+        n = int(confusion.sum())
+        return {"val_loss": float(loss_sum) / max(n, 1), "val_acc": float(confusion.diag().sum()) / max(n, 1),
+                "val_macro_f1": macro_f1(confusion)}
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, report: Report | None = None) -> RunResult:
+        """Train the remaining epochs; after each, write the row and checkpoints, then report."""
+        cfg, t = self.cfg, self.cfg.training
+        stopped = "completed"
+        for epoch in range(self.start_epoch, t.epochs):
+            sparse = epoch_is_sparse(cfg, epoch)
+            work = self.run_epoch(epoch, sparse)
+            self.meter.begin()
+            val = self.evaluate()
+            val_energy = self.meter.end()
+            train_time, elapsed = ddp.slowest([work.train_time_s, time.perf_counter() - self.started])
+            energy = max(0.0, work.energy_j - self.idle_w * work.train_time_s) if self.idle_w else work.energy_j
+            n_total = len(self.data.train)
+            row = EpochRow(
+                epoch=epoch + 1, train_loss=work.loss_sum / max(work.loaded, 1),
+                train_acc=work.correct / max(work.loaded, 1), **val,
+                activation_rate=work.backward / n_total, threshold=self.controller.threshold,
+                samples_total=n_total, samples_forward=int(work.forward), samples_backward=int(work.backward),
+                flops=self.sample_flops.executed(int(work.forward), int(work.backward)),
+                flops_dense=self.sample_flops.dense(n_total),
+                train_time_s=float(train_time), time_s=self.elapsed_before + float(elapsed),
+                energy_j=ddp.sum_over_devices(self.meter.device_keys, energy),
+                val_energy_j=ddp.sum_over_devices(self.meter.device_keys, val_energy),
+                energy_source=self.meter.source, energy_scope=self.energy_scope, idle_w=self.idle_w,
+                lr=self.optimizer.param_groups[0]["lr"], strategy=cfg.ast.strategy if sparse else "dense",
+            ).as_dict()
+            self.rows.append(row)
+
+            improved = row["val_acc"] > self.best_acc
+            if improved:
+                self.best_acc, self.epochs_no_gain = row["val_acc"], 0
+            else:
+                self.epochs_no_gain += 1
+            if ddp.is_primary():  # rule 5
+                state = self.state_dict(epoch + 1, row["time_s"])
+                save_checkpoint(state, self.out / LAST)
+                if improved:
+                    save_checkpoint(state, self.out / BEST)
+                write_metrics(self.rows, self.out / METRICS)
+            if report is not None:
+                # Every rank reports the same (all-reduced) row: Ray Train's report is a
+                # barrier all workers must reach; only the primary's files exist.
+                report(row, self.out)
+            log(_progress_line(row, t.epochs))
+
+            if work.stop:
+                stopped = "max_minutes"
+                log(f"stopping: training.max_minutes={t.max_minutes:g} reached during epoch {epoch + 1}")
+                break
+            if t.early_stop_patience and self.epochs_no_gain >= t.early_stop_patience:
+                stopped = "early_stop"
+                log(f"stopping: no val_acc gain for {self.epochs_no_gain} epochs (training.early_stop_patience)")
+                break
+        ddp.barrier()
+        return RunResult(self.rows, self.out, stopped)
 
 
 def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
@@ -117,235 +348,6 @@ def _autocast_factory(cfg: RunConfig, device: torch.device) -> Callable[[], cont
     return lambda: torch.autocast("cuda", dtype=dtype)
 
 
-@dataclass
-class RunResult:
-    rows: list[dict[str, Any]]
-    output_dir: Path
-    stopped: str  # "completed" | "early_stop" | "max_minutes"
-
-
-def _log(msg: str) -> None:
-    if dist.is_primary():
-        print(msg, flush=True)
-
-
-def validate_for_run(cfg: RunConfig, resume: bool) -> Path:
-    """Checks that need more than the config itself; all run before any work or write."""
-    check_model_name(cfg.model.name)
-    out = Path(cfg.logging.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"logging.output_dir={str(out)!r} exists and is not a directory")
-    last = out / "last.pt"
-    if resume and not last.exists():
-        raise ConfigError(f"--resume: no checkpoint at {str(last)!r} (logging.output_dir={str(out)!r})")
-    if not resume and last.exists():
-        raise ConfigError(f"logging.output_dir={str(out)!r} already holds a run (last.pt); "
-                          "pass --resume to continue it, or choose another output_dir")
-    return out
-
-
-def run(cfg: RunConfig, resume: bool = False, report: Report | None = None) -> RunResult:
-    """Train per ``cfg``; write metrics.parquet, config.yaml, last.pt and best.pt.
-
-    ``report(row, output_dir)`` is called on every rank after each epoch, once the
-    primary has the row and the checkpoint on disk (Ray Tune and Ray Train use it).
-    """
-    out = validate_for_run(cfg, resume)
-    device = resolve_device(cfg.training.device)
-    created_group = dist.setup(device.type)
-    try:
-        return _run(cfg, resume, report, out, device)
-    finally:
-        dist.teardown(created_group)
-
-
-def _run(cfg: RunConfig, resume: bool, report: Report | None, out: Path, device: torch.device) -> RunResult:
-    t, a = cfg.training, cfg.ast
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
-    world = dist.world_size()
-    started = time.perf_counter()
-
-    data = build_datasets(cfg.dataset)
-    model = create_model(cfg.model, data.num_classes).to(device)
-    if cfg.model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    sample_flops = measure_sample_flops(model, data.train[0][0].to(device))
-    optimizer = make_optimizer(cfg, model)
-    strategy = create_strategy(a, len(data.train), t.seed, t.batch_size * world)
-    controller = PIController.from_config(a)
-    meter = create_meter(cfg.energy, device)
-    energy_scope = ("process" if meter.source == "model"
-                    else "device-shared" if cfg.energy.device_shared else "device")
-    idle_w = 0.0
-    if cfg.energy.subtract_idle and meter.source == "model":
-        raise ConfigError("energy.subtract_idle=true needs a measured meter (nvml, rapl); "
-                          "the model meter's power is a constant")
-    if cfg.energy.subtract_idle:
-        # Summed over this rank's devices; measured before any work so the device idles.
-        idle_w = measure_idle_watts(meter, cfg.energy.idle_seconds)
-    autocast = _autocast_factory(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if (t.mixed_precision == "fp16" and device.type == "cuda") else None
-    settings = StepSettings(a.entropy_weight, t.label_smoothing, autocast, scaler, cfg.model.channels_last)
-
-    rows: list[dict[str, Any]] = []
-    start_epoch, best_acc, epochs_no_gain, elapsed_before = 0, -1.0, 0, 0.0
-    if resume:
-        ckpt = load_checkpoint(out / "last.pt", device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        controller.load_state_dict(ckpt["controller"])
-        strategy.load_state_dict(ckpt["strategy"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, best_acc, epochs_no_gain = ckpt["epoch"], ckpt["best_val_acc"], ckpt["epochs_without_gain"]
-        elapsed_before = ckpt["time_s"]
-        if (out / "metrics.parquet").exists():
-            rows = [r for r in read_metrics(out / "metrics.parquet") if r["epoch"] <= start_epoch]
-        _log(f"resuming {out} after epoch {start_epoch}")
-    model = dist.wrap_model(model, device)
-
-    if dist.is_primary():
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    val_loader = DataLoader(data.val, batch_size=t.batch_size * 2,
-                            sampler=list(range(dist.rank(), len(data.val), world)),
-                            num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
-    _log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(data.train)} train / "
-         f"{len(data.val)} val), strategy {a.strategy}, {world} process(es) on {device}, "
-         f"energy source {meter.source}" + (f" (idle {idle_w:.1f} W subtracted)" if idle_w else ""))
-
-    stopped = "completed"
-    for epoch in range(start_epoch, t.epochs):
-        sparse = epoch_is_sparse(cfg, epoch)
-        plan = strategy.plan_epoch(epoch, controller, dense=not sparse)
-        positions = dist.shard(torch.arange(plan.indices.numel()))
-        local = plan.indices[positions]
-        if local.numel() % t.batch_size == 1 and local.numel() > 1:
-            local = local[:-1]  # a last batch of one sample breaks training-mode BatchNorm
-        weight_of = torch.ones(len(data.train))
-        if plan.weights is not None:
-            weight_of[plan.indices] = plan.weights
-        loader = DataLoader(data.train, batch_size=t.batch_size, sampler=local.tolist(),
-                            num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
-        steps = len(loader)
-
-        totals = dict(loaded=0, forward=0, backward=0, loss=0.0, correct=0, global_backward=0)
-        seen_idx, seen_sig = [], []
-        window_active, stop, nonfinite = 0, False, False
-        meter.begin()
-        t0 = time.perf_counter()
-        for step, (x, y, idx) in enumerate(loader):
-            x, y = _to_device(x, y, device, cfg.model.channels_last)
-            progress = epoch + step / max(steps, 1)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(cfg, progress, world)
-            over_time = t.max_minutes > 0 and (elapsed_before + time.perf_counter() - started) > 60 * t.max_minutes
-            s = train_step(model, x, y, weight_of[idx].to(device), strategy, controller, settings,
-                           sparse=sparse, progress=progress, stop_requested=over_time, nonfinite_seen=nonfinite,
-                           calibrate=a.strategy != "dense")
-            if s.diverged:
-                raise TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
-                                       f"{t.max_loss:g} at epoch {epoch + 1} step {step} "
-                                       f"(lr {lr_at(cfg, progress, world):.3g})")
-            mean_loss = s.loss_sum / max(s.loaded, 1)
-            nonfinite = not math.isfinite(mean_loss) or (t.max_loss > 0 and mean_loss > t.max_loss)
-            window_active += s.global_active
-            last_in_window = (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps or s.stop
-            if last_in_window:
-                optimizer_step(model, optimizer, settings, window_active, t.grad_clip)
-                window_active = 0
-            totals["loaded"] += s.loaded
-            totals["forward"] += s.forward
-            totals["backward"] += s.backward
-            totals["loss"] += s.loss_sum
-            totals["correct"] += s.correct
-            seen_idx.append(idx)
-            seen_sig.append(s.sig)
-            if cfg.logging.log_every_steps and (step + 1) % cfg.logging.log_every_steps == 0:
-                _log(f"  epoch {epoch + 1} step {step + 1}/{steps} threshold {controller.threshold:.4g}")
-            if s.stop:
-                stop = True
-                break
-        train_time = time.perf_counter() - t0
-        energy = meter.end()
-
-        # Stale mode: every rank records every rank's fresh scores, so the score tables
-        # (and so next epoch's kept lists) stay identical (DESIGN.md §3 rule 4).
-        idx_all = dist.all_gather_cat(torch.cat(seen_idx).to(dist.backend_device())).cpu()
-        sig_all = dist.all_gather_cat(torch.cat(seen_sig).to(dist.backend_device())).cpu()
-        strategy.observe(idx_all, sig_all)
-        dist.check_same_on_all_ranks(controller.threshold, "controller threshold")
-
-        summed = dist.all_reduce_sum(torch.tensor(
-            [totals["loaded"], totals["forward"], totals["backward"], totals["loss"], totals["correct"]],
-            dtype=torch.float64, device=dist.backend_device())).cpu().tolist()
-        loaded, fwd, bwd, loss_sum, correct = summed
-        if not math.isfinite(loss_sum) or (t.max_loss > 0 and loss_sum / max(loaded, 1) > t.max_loss):
-            raise TrainingDiverged(f"training loss became non-finite or exceeded training.max_loss="
-                                   f"{t.max_loss:g} in epoch {epoch + 1}")
-        meter.begin()
-        val = evaluate(model, val_loader, device, data.num_classes, autocast, cfg.model.channels_last)
-        val_energy = meter.end()
-        # Slowest rank's times are the run's times.
-        times = dist.all_reduce_max(torch.tensor([train_time, time.perf_counter() - started],
-                                                 dtype=torch.float64, device=dist.backend_device())).cpu()
-        if idle_w:
-            energy = max(0.0, energy - idle_w * train_time)
-        energy = dist.sum_over_devices(meter.device_keys, energy)
-        val_energy = dist.sum_over_devices(meter.device_keys, val_energy)
-        n_total = len(data.train)
-        row = {
-            "epoch": epoch + 1, "train_loss": loss_sum / max(loaded, 1), "train_acc": correct / max(loaded, 1),
-            **val,
-            "activation_rate": bwd / n_total, "threshold": controller.threshold,
-            "samples_total": n_total, "samples_forward": int(fwd), "samples_backward": int(bwd),
-            "flops": sample_flops.executed(int(fwd), int(bwd)), "flops_dense": sample_flops.dense(n_total),
-            "train_time_s": float(times[0]), "time_s": elapsed_before + float(times[1]),
-            "energy_j": energy, "val_energy_j": val_energy, "energy_source": meter.source,
-            "energy_scope": energy_scope, "idle_w": idle_w,
-            "lr": optimizer.param_groups[0]["lr"], "strategy": a.strategy if sparse else "dense",
-        }
-        rows.append(row)
-
-        improved = row["val_acc"] > best_acc
-        if improved:
-            best_acc, epochs_no_gain = row["val_acc"], 0
-        else:
-            epochs_no_gain += 1
-        if dist.is_primary():
-            state = {
-                "model": dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "controller": controller.state_dict(), "strategy": strategy.state_dict(),
-                "rng": rng_state(), "epoch": epoch + 1, "best_val_acc": best_acc,
-                "epochs_without_gain": epochs_no_gain, "time_s": row["time_s"],
-                "astray_version": __version__, "model_name": cfg.model.name, "num_classes": data.num_classes,
-            }
-            atomic_save(state, out / "last.pt")
-            if improved:
-                atomic_save(state, out / "best.pt")
-            write_metrics(rows, out / "metrics.parquet")
-        if report is not None:
-            # Every rank reports the same (all-reduced) row: Ray Train's report is a
-            # barrier all workers must reach; only the primary's files exist.
-            report(row, out)
-        _log(_progress_line(row, t.epochs))
-
-        if stop:
-            stopped = "max_minutes"
-            _log(f"stopping: training.max_minutes={t.max_minutes:g} reached during epoch {epoch + 1}")
-            break
-        if t.early_stop_patience and epochs_no_gain >= t.early_stop_patience:
-            stopped = "early_stop"
-            _log(f"stopping: no val_acc gain for {epochs_no_gain} epochs (training.early_stop_patience)")
-            break
-    dist.barrier()
-    return RunResult(rows, out, stopped)
-
-
 def _progress_line(row: dict[str, Any], epochs: int) -> str:
     return (f"epoch {row['epoch']}/{epochs} [{row['strategy']}] "
             f"train_loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
@@ -354,37 +356,3 @@ def _progress_line(row: dict[str, Any], epochs: int) -> str:
             f"bwd {row['samples_backward']}/{row['samples_total']} "
             f"flops {row['flops'] / row['flops_dense']:.2f}x dense | "
             f"{row['train_time_s']:.1f}s | {row['energy_j']:.1f} J ({row['energy_source']})")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m astray.train", description=__doc__.splitlines()[0])
-    p.add_argument("config", help="YAML config file (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set ast.target_activation=0.3 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from <logging.output_dir>/last.pt")
-    return p.parse_args(argv)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    try:
-        result = run(cfg, resume=args.resume)
-    except AstrayError:
-        raise
-    except KeyboardInterrupt:
-        _log("interrupted: the last finished epoch is in last.pt; continue with --resume")
-        return 130
-    except TrainingDiverged as exc:
-        _log(f"diverged: {exc}; finished epochs are kept in {cfg.logging.output_dir}")
-        return 1
-    last = result.rows[-1] if result.rows else None
-    if last is not None:
-        _log(f"done ({result.stopped}): val_acc {last['val_acc']:.4f}, "
-             f"results in {result.output_dir}/metrics.parquet")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from astray.config import ASTConfig
+from astray.config.run import ASTConfig
+
+_DEFAULTS = ASTConfig()  # the one home of the controller's defaults
 
 
 def _ramp(epoch: float, warmup_epochs: float) -> float:
@@ -42,13 +44,13 @@ class PIController:
     target: float
     kp: float
     ki: float
-    ema_alpha: float = 0.3
-    integral_limit: float = 1.0
-    initial_threshold: float = 1.0
-    min_threshold: float = 1e-6
-    max_threshold: float = 1e3
-    kp_warmup_epochs: float = 0.0
-    ki_warmup_epochs: float = 0.0
+    ema_alpha: float = _DEFAULTS.ema_alpha
+    integral_limit: float = _DEFAULTS.integral_limit
+    initial_threshold: float = _DEFAULTS.initial_threshold
+    min_threshold: float = _DEFAULTS.min_threshold
+    max_threshold: float = _DEFAULTS.max_threshold
+    kp_warmup_epochs: float = _DEFAULTS.kp_warmup_epochs
+    ki_warmup_epochs: float = _DEFAULTS.ki_warmup_epochs
 
     def __post_init__(self) -> None:
         self.log_threshold = math.log(self.initial_threshold)

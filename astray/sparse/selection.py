@@ -1,6 +1,6 @@
 """Selection strategies: which samples are loaded, and which of them get a backward pass.
 
-Only strategies that cut *executed* work are offered (DESIGN.md §1): a masked loss
+Only strategies that cut *executed* work are offered (docs/design.md §1): a masked loss
 runs the full forward and backward and saves nothing, so there is no such strategy.
 
 - ``dense``: every sample, forward and backward. The baseline.
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from astray.config import ASTConfig
+from astray.config.run import ASTConfig
 from astray.errors import ConfigError
 from astray.sparse.controller import PIController
 
@@ -130,7 +130,7 @@ class StaleSelection(SelectionStrategy):
     name = "stale"
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
-                 keep_prob: float = 0.05, window: int = 256) -> None:
+                 keep_prob: float = ASTConfig.stale_keep_prob, window: int = 256) -> None:
         super().__init__(dataset_size, seed, min_active_fraction)
         self.keep_prob = keep_prob
         self.window = max(1, window)

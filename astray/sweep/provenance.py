@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from astray import __version__
 
 LIBRARIES = ("torch", "torchvision", "timm", "ray", "optuna", "pyarrow", "numpy", "datasets", "scikit-learn")
@@ -56,8 +58,6 @@ def hardware() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        import torch
-
         if torch.cuda.is_available():
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except Exception:  # hardware facts are best-effort; they never stop a sweep

@@ -36,9 +36,8 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from astray.sweep_config import Param, ResourcesConfig, SearchConfig  # noqa: E402
-
-BASELINE_ATTR = "is_baseline"
+from astray.config.sweep import Param, ResourcesConfig, SearchConfig  # noqa: E402
+from astray.schema import BASELINE_FLAG  # noqa: E402
 
 
 # --------------------------------------------------------------------------- cluster
@@ -87,7 +86,7 @@ class SearchSpace:
                 trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1))
             else:
                 trial.suggest_categorical(p.key, list(p.values))
-        return {BASELINE_ATTR: bool(trial.user_attrs.get(BASELINE_ATTR, False))}
+        return {BASELINE_FLAG: bool(trial.user_attrs.get(BASELINE_FLAG, False))}
 
 
 def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -101,11 +100,11 @@ def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
 def make_searcher(search: SearchConfig, study_name: str, baseline_params: dict[str, Any] | None) -> OptunaSearch:
     """Multi-objective OptunaSearch; the dense baseline is enqueued first, flagged."""
     sampler = make_sampler(search)
-    directions = ["maximize" if o.mode == "max" else "minimize" for o in search.parsed_objectives]
+    directions = [o.direction for o in search.parsed_objectives]
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, directions=directions)
     if baseline_params is not None:
-        study.enqueue_trial(baseline_params, user_attrs={BASELINE_ATTR: True})
+        study.enqueue_trial(baseline_params, user_attrs={BASELINE_FLAG: True})
     return OptunaSearch(
         space=SearchSpace(search.params), metric=[o.metric for o in search.parsed_objectives],
         mode=[o.mode for o in search.parsed_objectives], sampler=sampler, study_name=study_name,
@@ -132,6 +131,11 @@ def trial_resources(resources: ResourcesConfig) -> dict[str, float]:
 
 def trial_id() -> str:
     return tune.get_context().get_trial_id()
+
+
+def train_run_name(trial_id: str) -> str:
+    """The Ray Train run of a multi-worker trial (``astray.sweep.checkpoints`` finds it by this)."""
+    return f"train-{trial_id}"
 
 
 @contextlib.contextmanager
@@ -167,7 +171,7 @@ def restore_checkpoint_into(target: Path, *, in_train_worker: bool = False) -> b
 
 def train_worker_report(metrics: dict[str, Any], checkpoint_files: list[Path] | None) -> None:
     """Report from a Ray Train worker: all ranks call this; rank 0 passes files."""
-    import ray.train
+    import ray.train  # Ray Train loads only in multi-worker trials, which alone report through it
 
     if not checkpoint_files:
         ray.train.report(metrics)
@@ -183,6 +187,7 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
     The run is named from the Tune trial id, so when Tune retries the trial, Train
     finds the same run in storage and hands the workers its latest checkpoint.
     """
+    # Ray Train (and its torch integration) loads only when a trial has several workers.
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -204,16 +209,10 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
     trainer.fit()
 
 
-def train_context_rank() -> int:
-    import ray.train
-
-    return ray.train.get_context().get_world_rank()
-
-
 # --------------------------------------------------------------------------- sweeps
 
 class StoreCallback(tune.Callback):
-    """Forwards Tune's driver-side trial events to a :class:`astray.recorder.SweepRecorder`.
+    """Forwards Tune's driver-side trial events to a :class:`astray.sweep.recorder.SweepRecorder`.
 
     Pickled into the experiment at construction and brought back by ``Tuner.restore``;
     ``setup`` runs at the start of every ``fit`` and reloads what the store holds.

@@ -1,6 +1,6 @@
 """The sweep driver's bookkeeping: trial events in, store rows and a progress line out.
 
-Pure Python (no Ray): ``ray_adapter.StoreCallback`` forwards Tune's hooks here.
+No Ray here: ``ray_adapter.StoreCallback`` forwards Tune's hooks to it.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from astray.config import build_config
-from astray.pareto import non_dominated
-from astray.store import ResultStore, read_trials, summarize
-from astray.sweep_config import SweepSpec
-
-BASELINE_KEY = "is_baseline"
+from astray.analysis.pareto import non_dominated
+from astray.config.dotted import get_dotted
+from astray.config.load import build_config
+from astray.config.sweep import SweepSpec
+from astray.schema import BASELINE_FLAG, COMPLETED, DIVERGED, ERROR, RETRYING, RUNNING, TERMINAL_STATUSES
+from astray.sweep.store import ResultStore, read_trials, trial_summary
+from astray.sweep.trial_config import trial_run_config
 
 
 def print_line(line: str) -> None:
@@ -47,16 +48,14 @@ class SweepRecorder:
     def _record(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
         rec = self.records.get(trial_id)
         if rec is None:
-            from astray.trial import trial_run_config  # the same resolution the trial applies
-
+            # The same resolution the trial applies, so the row names what really ran.
             resolved = build_config(trial_run_config(self.spec, config))
-            rec = {"trial_id": trial_id, "status": "running", BASELINE_KEY: bool(config.get(BASELINE_KEY)),
+            rec = {"trial_id": trial_id, "status": RUNNING, BASELINE_FLAG: bool(config.get(BASELINE_FLAG)),
                    "epochs": 0, "error": None, "node_id": None,
                    "config_json": json.dumps(resolved.to_dict(), sort_keys=True)}
             settings = resolved.to_dict()
             for p in self.spec.search.params:  # the values the trial really trained with
-                section, name = p.key.split(".", 1)
-                rec[p.key] = settings[section][name]
+                rec[p.key] = get_dotted(settings, p.key)
             self.records[trial_id] = rec
             # A resumed sweep starts from what the store already holds for this trial.
             self.epochs[trial_id] = self.store.read_epochs(trial_id)
@@ -76,9 +75,9 @@ class SweepRecorder:
             rows.sort(key=lambda r: r["epoch"])
             self.epochs[trial_id] = rows
             self.store.write_epochs(trial_id, rows)
-            rec.update(summarize(trial_id, rows))
-        if result.get("status") == "diverged":
-            rec["status"], rec["error"] = "diverged", result.get("error")
+            rec.update(trial_summary(trial_id, rows))
+        if result.get("status") == DIVERGED:
+            rec["status"], rec["error"] = DIVERGED, result.get("error")
         if result.get("node_ids"):
             rec["node_id"] = result["node_ids"]
         if "report_s" in result:
@@ -87,28 +86,28 @@ class SweepRecorder:
 
     def on_complete(self, trial_id: str, config: dict[str, Any]) -> None:
         rec = self._record(trial_id, config)
-        if rec["status"] != "diverged":
-            rec["status"], rec["error"] = "completed", None
+        if rec["status"] != DIVERGED:
+            rec["status"], rec["error"] = COMPLETED, None
         rec["ended_at"] = time.time()
         self.store.write_trial(rec)
         self.echo(self.summary_line())
 
     def on_error(self, trial_id: str, config: dict[str, Any], error: str) -> None:
         rec = self._record(trial_id, config)
-        rec["status"], rec["error"] = "error", error
+        rec["status"], rec["error"] = ERROR, error
         rec["ended_at"] = time.time()
         self.store.write_trial(rec)
         self.echo(self.summary_line())
 
     def on_retry(self, trial_id: str, config: dict[str, Any]) -> None:
         rec = self._record(trial_id, config)
-        rec["status"] = "retrying"
+        rec["status"] = RETRYING
         self.store.write_trial(rec)
 
     def summary_line(self) -> str:
         """done/total, best accuracy, lowest energy, size of the current front."""
-        finished = [r for r in self.records.values() if r["status"] in ("completed", "diverged", "error")]
-        good = [r for r in finished if r["status"] == "completed" and not _nan(r.get("val_acc"))]
+        finished = [r for r in self.records.values() if r["status"] in TERMINAL_STATUSES]
+        good = [r for r in finished if r["status"] == COMPLETED and not _nan(r.get("val_acc"))]
         failed = len(finished) - len(good)
         parts = [f"[astray] trials {len(finished)}/{self.total} done" + (f" ({failed} failed)" if failed else "")]
         if good:
@@ -116,7 +115,7 @@ class SweepRecorder:
             low = min(good, key=lambda r: r["energy_j"])
             objectives = self.spec.search.parsed_objectives
             points = [[float(r.get(o.metric, math.nan)) for o in objectives] for r in good]
-            front = non_dominated(points, [o.mode == "max" for o in objectives])
+            front = non_dominated(points, [o.maximize for o in objectives])
             parts += [f"best val_acc {best['val_acc']:.4f} ({best['trial_id']})",
                       f"lowest energy {low['energy_j']:.1f} J [{low.get('energy_source')}] ({low['trial_id']})",
                       f"front {len(front)}"]

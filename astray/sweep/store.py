@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from astray.fileio import atomic_path
-from astray.metrics import EPOCH_SCHEMA
+from astray.engine.records import EPOCH_SCHEMA
+from astray.io import write_parquet, write_text
+from astray.schema import BASELINE_FLAG
+
+MANIFEST = "sweep.json"
 
 TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_id", pa.string()),
-    ("status", pa.string()),           # running | completed | diverged | error
-    ("is_baseline", pa.bool_()),
+    ("status", pa.string()),           # astray.schema: running | retrying | completed | diverged | error
+    (BASELINE_FLAG, pa.bool_()),
     ("val_acc", pa.float64()),         # best validation accuracy over epochs
     ("final_val_acc", pa.float64()),
     ("val_macro_f1", pa.float64()),    # at the best epoch
@@ -60,14 +62,8 @@ def trial_schema(searched: dict[str, pa.DataType]) -> pa.Schema:
 EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(EPOCH_SCHEMA.names, EPOCH_SCHEMA.types)))
 
 
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    tmp = atomic_path(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def summarize(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Trial-level figures from its epoch rows."""
+def trial_summary(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Trial-level figures (astray.schema.TRIAL_METRICS and the energy labels) from its epoch rows."""
     if not rows:
         return {"trial_id": trial_id, "epochs": 0}
     accs = [r["val_acc"] for r in rows]
@@ -106,17 +102,14 @@ class ResultStore:
         return self
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        path = self.root / "sweep.json"
-        tmp = atomic_path(path)
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        write_text(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
 
     def write_epochs(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         """Replace the trial's epoch rows; a later row for the same epoch wins."""
         by_epoch = {int(r["epoch"]): r for r in rows}
         ordered = [dict(by_epoch[e], trial_id=trial_id) for e in sorted(by_epoch)]
         table = pa.Table.from_pylist(ordered, schema=EPOCHS_SCHEMA)
-        _atomic_write(table, self.epochs_dir / f"{trial_id}.parquet")
+        write_parquet(self.epochs_dir / f"{trial_id}.parquet", table)
 
     def write_trial(self, record: dict[str, Any]) -> None:
         """Replace the trial's row. ``record`` holds trial columns and searched keys."""
@@ -125,7 +118,7 @@ class ResultStore:
             if kind == pa.string() and row[key] is not None:
                 row[key] = str(row[key])
         table = pa.Table.from_pylist([row], schema=self._schema)
-        _atomic_write(table, self.trials_dir / f"{record['trial_id']}.parquet")
+        write_parquet(self.trials_dir / f"{record['trial_id']}.parquet", table)
 
     def read_epochs(self, trial_id: str) -> list[dict[str, Any]]:
         path = self.epochs_dir / f"{trial_id}.parquet"

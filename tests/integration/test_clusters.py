@@ -23,8 +23,8 @@ import ray
 import yaml
 from ray.autoscaler._private.util import check_legacy_fields, prepare_config, validate_config
 
-from astray.sweep_config import load_sweep
-from astray.tune import parse_args
+from astray.config.sweep import load_sweep
+from astray.cli.tune import parse_args
 from tests.conftest import REPO
 
 CLUSTERS = REPO / "clusters"

@@ -1,4 +1,4 @@
-"""DDP rules of DESIGN.md §3, checked with two real gloo processes on the CPU."""
+"""DDP rules of docs/design.md §3, checked with two real gloo processes on the CPU."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from astray import distributed as dist
+from astray.engine import ddp as dist
 from astray.sparse import PIController, ReforwardSelection, StaleSelection
-from astray.step import StepSettings, train_step
+from astray.engine.step import StepSettings, train_step
 from tests.conftest import PYTHON, REPO, small_overrides
 from tests.helpers import FixedSelection, tiny_mlp
 

@@ -1,7 +1,7 @@
 """ONNX export and per-class evaluation of a really trained model, from a run and from a sweep store.
 
 One tiny model is trained once (synthetic data, ``test_resnet``); the sweep store is
-built with :class:`astray.store.ResultStore` and the trained files are laid out the way
+built with :class:`astray.sweep.store.ResultStore` and the trained files are laid out the way
 Ray keeps trial checkpoints, so the commands find them exactly as in a real sweep.
 """
 
@@ -19,15 +19,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from astray import eval as eval_cli
-from astray import export
-from astray.config import load_config
-from astray.data import build_datasets
+from astray.cli import eval as eval_cli
+from astray.cli import export as export_cli
+from astray.deploy import export
+from astray.config.load import load_config
+from astray.engine.data import build_datasets
 from astray.errors import AstrayError
-from astray.models import create_model
-from astray.store import ResultStore
-from astray.trained import find_trained
-from astray.train import run
+from astray.engine.models import create_model
+from astray.sweep.store import ResultStore
+from astray.deploy.trained import find_trained
+from astray.engine.trainer import run
 from tests.conftest import PYTHON, REPO, small_overrides
 
 OBJECTIVES = [{"metric": "val_acc", "mode": "max"}, {"metric": "energy_j", "mode": "min"}]
@@ -77,7 +78,7 @@ def reference(run_dir: Path) -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 def test_fp32_export_matches_pytorch_and_has_a_dynamic_batch_axis(run_dir, tmp_path):
-    assert export.main([str(run_dir), "--out", str(tmp_path), "--samples", "0", "--batch-size", "40"]) == 0
+    assert export_cli.main([str(run_dir), "--out", str(tmp_path), "--samples", "0", "--batch-size", "40"]) == 0
     folder = tmp_path / f"{run_dir.name}-fp32"
     record = json.loads((folder / "export.json").read_text())
     model, images = reference(run_dir)
@@ -100,7 +101,7 @@ def test_fp32_export_matches_pytorch_and_has_a_dynamic_batch_axis(run_dir, tmp_p
 
 
 def test_fp16_export_runs_in_onnxruntime_and_agrees_on_top1(run_dir, tmp_path):
-    assert export.main([str(run_dir), "--out", str(tmp_path), "--precision", "fp16", "--samples", "0"]) == 0
+    assert export_cli.main([str(run_dir), "--out", str(tmp_path), "--precision", "fp16", "--samples", "0"]) == 0
     folder = tmp_path / f"{run_dir.name}-fp16"
     record = json.loads((folder / "export.json").read_text())
     assert record["precision"] == "fp16" and record["parity"]["passed"]
@@ -160,7 +161,7 @@ def test_sweep_trials_are_found_in_ray_checkpoint_folders(sweep_dir):
 
 
 def test_sweep_export_and_eval_write_under_the_sweep(sweep_dir):
-    assert export.main([str(sweep_dir), "--trial", "aaaa1111", "--samples", "32"]) == 0
+    assert export_cli.main([str(sweep_dir), "--trial", "aaaa1111", "--samples", "32"]) == 0
     record = json.loads((sweep_dir / "export" / "aaaa1111-fp32" / "export.json").read_text())
     assert record["checkpoint_used"].startswith("last.pt") and record["parity"]["passed"]
     assert record["parity"]["samples"] == 32

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from astray.store import read_epochs, read_trials
+from astray.sweep.store import read_epochs, read_trials
 from tests.conftest import PYTHON, REPO
-from tests.test_sweep import _sweep_args, wait_for_epochs
+from tests.integration.test_sweep import _sweep_args, wait_for_epochs
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +63,13 @@ def test_worker_node_lost_mid_trial_is_retried_on_another_node(tmp_path):
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         env.pop("RAY_ADDRESS", None)
         args = _sweep_args(tmp_path, "loss", **{"search.num_samples": 1, "search.baseline": False,
-                                                 "search.max_concurrent": 1, "training.epochs": 6,
+                                                 "search.max_concurrent": 1, "training.epochs": 12,
                                                  "sweep.max_failures": 2})
         driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args, "--address", cluster.address], cwd=REPO,
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         root = tmp_path / "loss"
+        # Twelve short epochs: removing a node takes seconds on a busy machine, and the
+        # trial must still be running on it when it goes.
         before = wait_for_epochs(driver, root, 2)
         cluster.remove_node(node_a)  # the only node with a CPU: the trial dies with it
         node_b = cluster.add_node(num_cpus=1)  # what an autoscaler would bring up
@@ -77,7 +79,7 @@ def test_worker_node_lost_mid_trial_is_retried_on_another_node(tmp_path):
         assert trial["status"] == "completed"
         assert trial["node_id"] == node_b.node_id != node_a.node_id
         epochs = read_epochs(root).to_pandas()
-        assert epochs["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+        assert epochs["epoch"].tolist() == list(range(1, 13))
         key = ["epoch", "train_time_s", "val_acc"]
         kept = epochs[epochs["epoch"].isin(before["epoch"])][key].reset_index(drop=True)
         pd.testing.assert_frame_equal(kept, before[key].reset_index(drop=True))

@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow.dataset as pads
 import pytest
 
-from astray.store import read_epochs, read_trials
+from astray.sweep.store import read_epochs, read_trials
 from tests.conftest import PYTHON, REPO
 
 pytestmark = pytest.mark.slow

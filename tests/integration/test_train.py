@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from astray.config import load_config
-from astray.metrics import EPOCH_SCHEMA, read_metrics
-from astray.train import run
+from astray.config.load import load_config
+from astray.engine.records import EPOCH_SCHEMA, read_metrics
+from astray.engine.trainer import run
 from tests.conftest import REPO, small_overrides
 
 QUICKSTART = REPO / "configs/quickstart.yaml"

@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from astray.analysis import (Objective, analyze, exclusion_reason, front_of, parse_objectives, reference_point,
-                             savings_against, sweep_from_rows)
+from astray.analysis.compute import analyze, exclusion_reason, front_of, reference_point, savings_against
+from astray.analysis.pareto import dominates, hypervolume, non_dominated
+from astray.analysis.read import parse_objectives, sweep_from_rows
 from astray.errors import ConfigError
-from astray.pareto import dominates, hypervolume, non_dominated
+from astray.schema import Objective
 
 ACC_ENERGY = (Objective("val_acc", True), Objective("energy_j", False))
 

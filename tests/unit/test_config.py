@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astray.config import RunConfig, build_config, load_config, save_config
+from astray.config.load import build_config, load_config, save_config
+from astray.config.run import RunConfig
 from astray.errors import ConfigError
 
 

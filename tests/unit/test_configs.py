@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from astray.errors import ConfigError
-from astray.sweep_config import load_sweep
+from astray.config.sweep import load_sweep
 from tests.conftest import REPO
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from astray.config import ASTConfig
+from astray.config.run import ASTConfig
 from astray.sparse import PIController
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from astray.config import DatasetConfig
-from astray.data import build_datasets
+from astray.config.run import DatasetConfig
+from astray.engine.data import build_datasets
 from astray.errors import ConfigError
 
 # ---------------------------------------------------------------------------- synthetic

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from astray.config import EnergyConfig
-from astray.energy import ModelMeter, NvmlMeter, NvmlPowerMeter, RaplMeter, create_meter, rapl_packages
+from astray.config.run import EnergyConfig
+from astray.engine.energy import ModelMeter, NvmlMeter, NvmlPowerMeter, RaplMeter, create_meter, rapl_packages
 from astray.errors import ConfigError
 
 
@@ -145,8 +145,8 @@ def test_model_meter_is_seconds_times_watts():
 
 
 def test_training_reports_train_and_eval_energy_with_source_and_scope(tmp_path):
-    from astray.config import load_config
-    from astray.train import run
+    from astray.config.load import load_config
+    from astray.engine.trainer import run
     from tests.conftest import REPO, small_overrides
 
     rows = run(load_config(REPO / "configs/quickstart.yaml", small_overrides(tmp_path / "r"))).rows
@@ -156,8 +156,8 @@ def test_training_reports_train_and_eval_energy_with_source_and_scope(tmp_path):
 
 
 def test_idle_subtraction_refuses_the_model_meter(tmp_path):
-    from astray.config import load_config
-    from astray.train import run
+    from astray.config.load import load_config
+    from astray.engine.trainer import run
     from tests.conftest import REPO, small_overrides
 
     cfg = load_config(REPO / "configs/quickstart.yaml",

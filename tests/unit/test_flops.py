@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from astray.flops import SampleFlops, measure_sample_flops
+from astray.engine.flops import SampleFlops, measure_sample_flops
 
 
 @pytest.mark.parametrize("a, b, c", [(8, 16, 4), (32, 64, 10)])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from astray.metrics import EPOCH_SCHEMA, macro_f1, read_metrics, write_metrics
+from astray.engine.records import EPOCH_SCHEMA, macro_f1, read_metrics, write_metrics
 
 
 def _confusion(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -7,9 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
-from astray.config import ModelConfig
+from astray.config.run import ModelConfig
 from astray.errors import ConfigError
-from astray.models import check_model_name, create_model
+from astray.engine.models import check_model_name, create_model
 
 
 def test_timm_model_has_requested_classes():

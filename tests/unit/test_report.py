@@ -12,11 +12,13 @@ import pyarrow as pa
 import pytest
 from matplotlib.image import imread
 
-from astray.analysis import analyze, parse_objectives, read_sweep
-from astray.report import FILES, main
-from astray.store import ResultStore
+from astray.analysis.compute import analyze
+from astray.analysis.read import parse_objectives, read_sweep
+from astray.analysis.report import FILES
+from astray.cli.report import main
+from astray.sweep.store import ResultStore
 from tests.conftest import PYTHON, REPO
-from tests.test_analysis import trial_row
+from tests.unit.test_analysis import trial_row
 
 SEARCHED = {"ast.target_activation": pa.float64(), "ast.kp": pa.float64()}
 

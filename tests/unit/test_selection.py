@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from astray.config import ASTConfig
+from astray.config.run import ASTConfig
 from astray.errors import ConfigError
 from astray.sparse import (
     STRATEGIES,

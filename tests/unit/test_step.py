@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astray.sparse import DenseSelection, PIController, ReforwardSelection
-from astray.step import StepSettings, _score, optimizer_step, train_step
+from astray.engine.step import StepSettings, _score, optimizer_step, train_step
 from tests.helpers import FixedSelection, tiny_mlp
 
 SETTINGS = StepSettings(entropy_weight=0.1, label_smoothing=0.0, autocast=contextlib.nullcontext)

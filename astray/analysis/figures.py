@@ -1,0 +1,186 @@
+"""The report's figures, drawn from an :class:`~astray.analysis.model.Analysis`.
+
+Only matplotlib's object API (``Figure``), never pyplot: no global state, no GUI backend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from astray.analysis.labels import axis_label, hv_label, point_label
+from astray.analysis.model import Analysis, Group, TrialRecord
+from astray.schema import Objective
+
+SWEEP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+SWEEP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+MAX_CONTROLLER_TRIALS = 10  # traces on controller.png before it stops being readable
+DPI = 130
+
+
+def png_svg(fig: Figure, svg: bool = False) -> tuple[bytes, bytes | None]:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    out_svg = None
+    if svg:
+        sbuf = io.BytesIO()
+        fig.savefig(sbuf, format="svg", bbox_inches="tight")
+        out_svg = sbuf.getvalue()
+    return buf.getvalue(), out_svg
+
+
+def pareto_figure(a: Analysis) -> Figure:
+    """One row per energy-source group, one panel per objective pair, and a key beneath.
+
+    Front points carry numbers; the key under each row gives each number's trial and
+    searched hyperparameters. (Labels written next to the points collided as soon as two
+    front points sat close, and ran off the axes at the extremes.)
+    """
+    pairs = [(i, j) for i in range(len(a.objectives)) for j in range(i + 1, len(a.objectives))]
+    labelled = [g.combined.front if g.combined else (g.fronts[0].front if g.fronts else ()) for g in a.groups]
+    key_h = [0.2 * (len(lab) + 1.5) for lab in labelled]  # inches: one line per front point
+    fig = Figure(figsize=(7.5 * len(pairs), sum(5.2 + h for h in key_h)))
+    grid = fig.add_gridspec(2 * len(a.groups), len(pairs),
+                            height_ratios=[r for h in key_h for r in (5.2, h)], hspace=0.35)
+    searched = {s.name: s.searched for s in a.sweeps}
+    multi = len(a.sweeps) > 1
+    for row, g in enumerate(a.groups):
+        for col, (yi, xi) in enumerate(pairs):
+            ax = fig.add_subplot(grid[2 * row, col])
+            _pareto_panel(ax, a, g, a.objectives[xi], a.objectives[yi], labelled[row], multi)
+        key = fig.add_subplot(grid[2 * row + 1, :])
+        key.axis("off")
+        lines = [f"{n:>2}  {point_label(t, searched[t.sweep], multi)}" for n, t in enumerate(labelled[row], 1)]
+        which = "combined front" if g.combined else "front"
+        key.text(0, 1, f"{which} (numbered on the plot):\n" + "\n".join(lines) if lines else "no front yet",
+                 transform=key.transAxes, va="top", ha="left", family="monospace", fontsize=8)
+    return fig
+
+
+def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
+                  labelled: Sequence[TrialRecord], multi: bool) -> None:
+    if not any(f.points for f in g.fronts):
+        ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
+    for k, f in enumerate(g.fronts):
+        color, marker = SWEEP_COLORS[k % len(SWEEP_COLORS)], SWEEP_MARKERS[k % len(SWEEP_MARKERS)]
+        tag = f" ({f.label})" if multi else ""
+        rest = [t for t in f.points if not t.is_baseline]
+        if rest:
+            ax.scatter([t.metrics[xo.metric] for t in rest], [t.metrics[yo.metric] for t in rest],
+                       color=color, marker=marker, alpha=0.25, s=36, label=f"trials{tag}")
+        _front_line(ax, f.front, xo, yo, len(a.objectives), color, marker, f"front{tag}")
+        for t in f.points:
+            if t.is_baseline:
+                ax.scatter([t.metrics[xo.metric]], [t.metrics[yo.metric]], marker="*", s=320, facecolor="gold",
+                           edgecolor=color, linewidth=1.5, zorder=5, label=f"dense baseline{tag}")
+    if g.combined:
+        _front_line(ax, g.combined.front, xo, yo, len(a.objectives), "black", "o", "combined front", dashed=True)
+    # Numbers sit toward the better corner, where (by definition of a front) no trial lies.
+    dx, dy = (1 if xo.maximize else -1), (1 if yo.maximize else -1)
+    at: dict[tuple[float, float], list[str]] = {}  # equal points (in this projection) share one label
+    for n, t in enumerate(labelled, 1):
+        at.setdefault((t.metrics[xo.metric], t.metrics[yo.metric]), []).append(str(n))
+    for xy, numbers in at.items():
+        ax.annotate(",".join(numbers), xy, xytext=(7 * dx, 7 * dy),
+                    textcoords="offset points", fontsize=9, fontweight="bold",
+                    ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top", zorder=6)
+    ax.margins(0.08)
+    ax.set_xlabel(axis_label(xo, g))
+    ax.set_ylabel(axis_label(yo, g))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    title = "Pareto front: " + ", ".join(f.label for f in g.fronts if f.points or not a.split_by_energy_source)
+    if a.split_by_energy_source:
+        title += f"\nenergy source {g.energy_source} only"
+    if len(a.objectives) > 2:
+        title += f"\n({len(a.objectives)}-objective front, projected on two)"
+    ax.set_title(title, fontsize=10)
+
+
+def _front_line(ax: Any, front: Sequence[TrialRecord], xo: Objective, yo: Objective, n_obj: int, color: str,
+                marker: str, label: str, dashed: bool = False) -> None:
+    if not front:
+        return
+    pts = sorted((t.metrics[xo.metric], t.metrics[yo.metric]) for t in front)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if dashed:  # the combined front: rings around the sweeps' own markers
+        ax.scatter(xs, ys, s=170, facecolor="none", edgecolor="black", linewidth=1.2, zorder=3, label=label)
+    else:
+        ax.scatter(xs, ys, s=70, color=color, marker=marker, edgecolor="black", linewidth=1.0, zorder=4,
+                   label=label)
+    if n_obj == 2:
+        # The staircase bounds the dominated region: between two front points sorted by x,
+        # the best y reachable is the one of the point on the better side of x.
+        ax.plot(xs, ys, color=color, linestyle="--" if dashed else "-", linewidth=1.3,
+                drawstyle="steps-pre" if xo.maximize else "steps-post", zorder=3)
+
+
+def controller_figure(a: Analysis) -> Figure:
+    """Realised activation rate and threshold per epoch of the front's AST trials, with targets."""
+    fig = Figure(figsize=(13, 4.8), layout="constrained")
+    ax_rate, ax_thr = fig.subplots(1, 2)
+    epochs = {s.name: s.epochs for s in a.sweeps}
+    trials = [t for t in a.front_trials() if not t.is_baseline and t.strategy != "dense"
+              and t.trial_id in epochs[t.sweep]]
+    shown = trials[:MAX_CONTROLLER_TRIALS]
+    multi = len(a.sweeps) > 1
+    for k, t in enumerate(shown):
+        color = f"C{k % 10}"
+        series = epochs[t.sweep][t.trial_id]
+        name = f"{t.sweep}/{t.trial_id}" if multi else t.trial_id
+        target = f", target {t.target_activation:.3g}" if t.target_activation is not None else ""
+        ax_rate.plot(series.epoch, series.activation_rate, marker="o", color=color, label=f"{name}{target}")
+        if t.target_activation is not None:
+            ax_rate.axhline(t.target_activation, color=color, linestyle=":", linewidth=1.2)
+        ax_thr.plot(series.epoch, series.threshold, marker="o", color=color, label=name)
+    if not shown:
+        for ax in (ax_rate, ax_thr):
+            ax.text(0.5, 0.5, "no front trial with a controller trace", ha="center", va="center",
+                    transform=ax.transAxes)
+    ax_rate.set_xlabel("epoch")
+    ax_rate.set_ylabel("realised activation rate (fraction of samples backpropagated)")
+    ax_rate.set_title("activation rate per epoch (dotted: ast.target_activation)", fontsize=11)
+    ax_thr.set_xlabel("epoch")
+    ax_thr.set_ylabel("controller threshold at epoch end (significance units)")
+    ax_thr.set_title("significance threshold per epoch", fontsize=11)
+    if shown and all(v > 0 for t in shown for v in epochs[t.sweep][t.trial_id].threshold if not math.isnan(v)):
+        ax_thr.set_yscale("log")
+    for ax in (ax_rate, ax_thr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=7, loc="best")
+    note = f" (first {MAX_CONTROLLER_TRIALS} of {len(trials)})" if len(trials) > len(shown) else ""
+    fig.suptitle(f"controller of the front's trials{note}; dense epochs (warm-up) run at rate 1", fontsize=11)
+    return fig
+
+
+def hypervolume_figure(a: Analysis) -> Figure:
+    """Hypervolume after each finished trial, one line per sweep, one panel per group."""
+    fig = Figure(figsize=(7.5, 4.6 * len(a.groups)), layout="constrained")
+    axes = fig.subplots(len(a.groups), 1, squeeze=False)
+    for g, (ax,) in zip(a.groups, axes):
+        for k, f in enumerate(g.fronts):
+            if f.curve and (f.points or not a.split_by_energy_source):
+                ax.plot([c[0] for c in f.curve], [c[1] for c in f.curve], drawstyle="steps-post", marker="o",
+                        color=SWEEP_COLORS[k % len(SWEEP_COLORS)], label=f.label)
+        if not any(f.curve for f in g.fronts):
+            ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("trials finished (completed, diverged or error; by ended_at)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(hv_label(a.objectives))
+        ref = ", ".join(f"{o.metric}={r:.4g}" for o, r in zip(a.objectives, g.reference))
+        src = f"energy source {g.energy_source}; " if a.split_by_energy_source else ""
+        ax.set_title(f"{src}reference ({ref})", fontsize=10)
+        ax.grid(alpha=0.3)
+        if any(f.curve for f in g.fronts):
+            ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("hypervolume against trials finished", fontsize=12)
+    return fig
+

@@ -1,0 +1,61 @@
+"""Pareto reports of sweeps: fronts, hypervolumes, savings against the dense baseline.
+
+``astray report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--out DIR]``
+(also ``python -m astray.report``).
+
+Reads one sweep's store, finished or still running (or several, compared), and writes
+``pareto.png``/``.svg``, ``front.csv``, ``controller.png``, ``hypervolume.png``,
+``report.html`` (self-contained) and ``report.md`` to ``SWEEP_DIR/report/`` (several
+sweeps: ``<first SWEEP_DIR>/report-comparison/``) or ``--out``. The analysis and the
+rendering are ``astray.analysis``; this module only parses the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from astray.analysis.compute import analyze
+from astray.analysis.read import choose_objectives, load_sweeps
+from astray.analysis.report import summary_lines, write_report
+from astray.cli.common import OneLineParser, cli_entry
+from astray.errors import AstrayError
+
+
+def parse_args(argv: list[str] | None, prog: str = "python -m astray.report") -> argparse.Namespace:
+    p = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="a sweep's store (<results_dir>/<name>/)")
+    p.add_argument("--objectives", default=None, metavar="METRIC:max|min,...",
+                   help="e.g. val_acc:max,energy_j:min (default: the objectives the sweep searched)")
+    p.add_argument("--out", default=None, metavar="DIR", help="where the report goes (default: SWEEP_DIR/report/)")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None, prog: str = "python -m astray.report") -> int:
+    args = parse_args(argv, prog)
+    sweeps = load_sweeps(args.sweep_dirs)
+    objectives, source = choose_objectives(args.objectives, sweeps)
+    a = analyze(sweeps, objectives)
+    a = replace(a, notes=(source,) + a.notes)
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = Path(args.sweep_dirs[0]) / ("report" if len(sweeps) == 1 else "report-comparison")
+    if out.exists() and not out.is_dir():
+        raise AstrayError(f"--out {str(out)!r} exists and is not a directory")
+    try:
+        written = write_report(a, out)
+    except OSError as exc:
+        raise AstrayError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
+    for line in summary_lines(a):
+        print(line)
+    print(f"[astray] wrote {out}/: {' '.join(p.name for p in written)}")
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

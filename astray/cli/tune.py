@@ -1,0 +1,43 @@
+"""Run a sweep: ``astray tune CONFIG [--set key=value ...] [--resume] [--address auto|HOST:PORT]``.
+
+Also ``python -m astray.tune``. Optuna searches ``search.space`` on Ray Tune; results
+land in the Parquet store at ``<sweep.results_dir>/<sweep.name>/`` (``astray.sweep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from astray.cli.common import OneLineParser, add_config_args, cli_entry
+from astray.config.sweep import load_sweep
+from astray.sweep.trial_config import check_before_start
+
+
+def parse_args(argv: list[str] | None, prog: str = "python -m astray.tune") -> argparse.Namespace:
+    p = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
+    add_config_args(p, "YAML config with search/sweep/resources sections (see configs/)", "search.num_samples=16")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
+    p.add_argument("--address", default=None,
+                   help="join a running Ray cluster (auto or HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None, prog: str = "python -m astray.tune") -> int:
+    args = parse_args(argv, prog)
+    spec = load_sweep(args.config, args.overrides)
+    check_before_start(spec, args.resume)
+    # Ray takes seconds to import: bad input has failed above before it loads.
+    from astray.sweep.runner import run_sweep
+
+    try:
+        run_sweep(spec, resume=args.resume, address=args.address)
+    except KeyboardInterrupt:
+        print("[astray] interrupted: finished trials are in the store; continue with --resume", flush=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

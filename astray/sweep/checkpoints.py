@@ -1,0 +1,54 @@
+"""Where Ray keeps a sweep trial's checkpoints on disk: the folder names Ray writes.
+
+This reads folders and calls no Ray API, so exporting a trained model never starts Ray.
+One-worker trials: ``<storage>/<sweep name>/<trial dir naming the trial id>/checkpoint_00000N/``;
+multi-worker trials: ``<storage>/train-<trial id>/checkpoint_<timestamp>/``
+(``astray.sweep.ray_adapter`` names them so).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from astray.engine.state import METRICS, WEIGHTS_BY_PREFERENCE
+from astray.errors import AstrayError
+
+
+def weights_file(folder: Path) -> Path | None:
+    """best.pt, else last.pt, in ``folder``; None when it holds neither."""
+    return next((folder / f for f in WEIGHTS_BY_PREFERENCE if (folder / f).is_file()), None)
+
+
+def checkpoint_storage(root: Path, manifest: dict[str, Any]) -> Path:
+    """Where Ray kept the checkpoints; a sweep folder copied elsewhere still finds its ``ray/``."""
+    recorded = manifest.get("storage_path")
+    for candidate in ([Path(recorded)] if recorded else []) + [root / "ray"]:
+        if candidate.is_dir():
+            return candidate
+    raise AstrayError(f"sweep {str(root)!r}: Ray checkpoint storage {recorded or str(root / 'ray')!r} "
+                      f"is not a local directory; copy it next to the sweep as {str(root / 'ray')!r}")
+
+
+def latest_checkpoint(storage: Path, trial_id: str) -> Path | None:
+    """The newest ``checkpoint_*`` folder of ``trial_id`` that holds best.pt or last.pt.
+
+    Trial folders sit one or two levels under ``storage`` and carry the id as a whole
+    word (``astray_trial_<id>_3_...``, ``train-<id>``). Newest = most epochs in its
+    metrics.parquet, then the folder name (Tune numbers them, Train time-stamps them).
+    """
+    word = re.compile(rf"(?<![0-9A-Za-z]){re.escape(trial_id)}(?![0-9A-Za-z])")
+    trial_dirs = [d for d in list(storage.glob("*")) + list(storage.glob("*/*"))
+                  if d.is_dir() and word.search(d.name)]
+    found = [c for d in trial_dirs for c in d.glob("checkpoint_*") if c.is_dir() and weights_file(c)]
+    return max(found, key=lambda c: (_epochs_in(c), c.name), default=None)
+
+
+def _epochs_in(folder: Path) -> int:
+    try:
+        return pq.read_metadata(folder / METRICS).num_rows
+    except OSError:
+        return -1

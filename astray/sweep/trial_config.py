@@ -1,0 +1,94 @@
+"""What a sweep trial trains, where a sweep keeps its files, and what must hold before
+it starts: pure config policy, no Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from astray.config.dotted import get_dotted, set_dotted
+from astray.config.sweep import Param, SweepSpec
+from astray.engine.models import check_model_name
+from astray.errors import ConfigError
+from astray.schema import BASELINE_FLAG
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPaths:
+    store: Path  # the Parquet result store, <results_dir>/<name>/
+    storage: str  # Ray's storage_path (absolute, or a URI such as s3://...)
+    experiment: str  # Ray's experiment folder under storage: <storage>/<name>
+
+    @property
+    def local(self) -> bool:
+        return "://" not in self.storage
+
+
+def sweep_paths(spec: SweepSpec) -> SweepPaths:
+    """Resolved once, in the driver: trials get these absolute paths, not relative ones
+    that would resolve against a Ray worker's working directory."""
+    root = Path(spec.sweep.results_dir, spec.sweep.name).resolve()
+    storage = spec.sweep.storage or str(root / "ray")
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    return SweepPaths(root, storage, f"{storage.rstrip('/')}/{spec.sweep.name}")
+
+
+def check_before_start(spec: SweepSpec, resume: bool) -> None:
+    """Everything that can be checked without Ray; nothing is written."""
+    check_model_name(spec.run.model.name)
+    paths = sweep_paths(spec)
+    if resume:
+        if paths.local and not Path(paths.experiment, "tuner.pkl").exists():
+            raise ConfigError(f"--resume: no sweep to resume at {paths.experiment!r} "
+                              f"(sweep.name={spec.sweep.name!r}, sweep.results_dir={spec.sweep.results_dir!r})")
+    elif (paths.store / "trials").exists() or (paths.local and Path(paths.experiment).exists()):
+        raise ConfigError(f"sweep.name={spec.sweep.name!r} already has results at {str(paths.store)!r}; "
+                          "pass --resume to finish it, or choose another sweep.name")
+
+
+def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | None = None) -> dict[str, Any]:
+    """The raw run config of a trial: base + searched values (+ dense for the baseline)."""
+    if config.get(BASELINE_FLAG):
+        # The baseline is the base config trained dense: searched values (which Optuna
+        # needs it to carry) are not applied, so it has the budget the sweep started from.
+        raw = set_dotted(spec.raw_run, {"ast.strategy": "dense"})
+    else:
+        raw = set_dotted(spec.raw_run, {p.key: config[p.key] for p in spec.search.params if p.key in config})
+    if work_dir is not None:
+        raw = set_dotted(raw, {"logging.output_dir": str(work_dir)})
+    # Meters read whole devices: say so when other trials share the device.
+    res = spec.resources
+    shared = 0 < res.gpus_per_worker < 1 or (res.gpus_per_worker == 0 and spec.search.max_concurrent > 1)
+    if shared:
+        raw = set_dotted(raw, {"energy.device_shared": True})
+    if not get_dotted(raw, "training.threads", 0) and res.gpus_per_worker == 0:
+        # One intra-op thread per reserved CPU: trials sharing a node must not oversubscribe it.
+        raw = set_dotted(raw, {"training.threads": max(1, int(res.cpus_per_worker))})
+    return raw
+
+
+def baseline_params(spec: SweepSpec) -> dict[str, Any]:
+    """Values the baseline's Optuna trial carries: the base config's, kept inside the space.
+
+    The baseline trains dense, so these values do not change what it does; they only
+    have to be valid points of the space.
+    """
+    run = spec.run.to_dict()
+    return {p.key: _clip(p, get_dotted(run, p.key)) for p in spec.search.params}
+
+
+def _clip(p: Param, value: Any) -> Any:
+    if p.type == "choice":
+        return value if value in p.values else p.values[0]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        value = p.low
+    value = min(max(value, p.low), p.high)
+    return int(round(value)) if p.type == "int" else float(value)
+
+
+def resolved_sweep_config(spec: SweepSpec) -> dict[str, Any]:
+    """The whole sweep config as it runs, for the manifest."""
+    return {**spec.run.to_dict(), "search": dataclasses.asdict(spec.search),
+            "sweep": dataclasses.asdict(spec.sweep), "resources": dataclasses.asdict(spec.resources)}
