@@ -14,6 +14,11 @@ from typing import Any
 from astray.config.checks import choice, in_range
 from astray.errors import ConfigError
 
+# Selection strategies (astray.sparse.selection registers one class per name).
+STRATEGY_NAMES = ("dense", "reforward", "stale", "random", "infobatch")
+
+
+
 @dataclass
 class ModelConfig:
     name: str = "resnet18"  # any timm model name or torchvision classification model
@@ -25,9 +30,15 @@ class ModelConfig:
             raise ConfigError("model.name='' is empty; give a timm or torchvision model name")
 
 
+DATASET_TYPES = ("folder", "hf", "digits", "synthetic", "fashion_mnist")
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
+
+
 @dataclass
 class DatasetConfig:
     type: str = "digits"
+    root: str = FASHION_MNIST_ROOT  # fashion_mnist: folder of the four original IDX files (.gz or not)
+    train_subset: int = 0  # fashion_mnist: train on a stratified, seeded subset of this size; 0 = all
     train_dir: str | None = None  # folder: ImageFolder root of the training split
     val_dir: str | None = None  # folder: ImageFolder root of the validation split
     hf_path: str | None = None  # hf: a save_to_disk folder or a local dataset script/dir
@@ -40,12 +51,16 @@ class DatasetConfig:
     val_fraction: float = 0.2  # digits/synthetic: held-out share, split deterministically
     synthetic_samples: int = 512  # synthetic: training + validation samples in all
     augment: bool = True
+    transforms: str = "auto"  # auto | small (pad + random crop, < 64 px) | imagenet (random resized crop)
+    hflip: bool = True  # random horizontal flips when augmenting (off when mirrored means another class)
     num_workers: int = 0  # DataLoader worker processes per training process
     pin_memory: bool = False
     seed: int = 0  # fixes the digits/synthetic split and synthetic images
 
     def __post_init__(self) -> None:
-        choice("dataset.type", self.type, ("folder", "hf", "digits", "synthetic"))
+        choice("dataset.type", self.type, DATASET_TYPES)
+        choice("dataset.transforms", self.transforms, ("auto", "small", "imagenet"))
+        in_range("dataset.train_subset", self.train_subset, lo=0)
         in_range("dataset.num_classes", self.num_classes, lo=2)
         in_range("dataset.image_size", self.image_size, lo=8, hi=1024)
         in_range("dataset.val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
@@ -58,6 +73,10 @@ class DatasetConfig:
                     raise ConfigError(f"dataset.{key} is required when dataset.type=folder")
                 if not Path(path).is_dir():
                     raise ConfigError(f"dataset.{key}={path!r}: no such directory")
+        if self.type == "fashion_mnist" and not Path(self.root).is_dir():
+            raise ConfigError(f"dataset.root={self.root!r}: no such directory; Fashion-MNIST's IDX files are "
+                              "read from disk, never downloaded (apt-get install dataset-fashion-mnist puts them "
+                              f"in {FASHION_MNIST_ROOT})")
         if self.type == "hf":
             if not self.hf_path:
                 raise ConfigError("dataset.hf_path is required when dataset.type=hf")
@@ -69,7 +88,7 @@ class DatasetConfig:
 
 @dataclass
 class ASTConfig:
-    strategy: str = "dense"  # dense | reforward | stale
+    strategy: str = "dense"  # dense | reforward | stale | random | infobatch
     target_activation: float = 0.3  # share of samples that get a backward pass
     entropy_weight: float = 0.1  # significance = loss + entropy_weight * H / log(C)
     kp: float = 1.0  # proportional gain, log-threshold per unit of activation error
@@ -84,10 +103,15 @@ class ASTConfig:
     warmup_epochs: int = 1  # dense epochs first (they calibrate threshold and scores)
     min_active_fraction: float = 0.05  # per-step floor, filled by top-k significance
     stale_keep_prob: float = 0.0  # stale: keep a below-threshold sample with this prob. (weight 1/p)
+    stale_max_age: int = 3  # stale: a sample unscored for this many epochs is kept (0 = no bound)
     final_dense_fraction: float = 0.0  # train dense for this last share of epochs
+    bn_recalibration_samples: int = 1024  # after each sparse epoch, re-estimate BatchNorm statistics
+    #                                       from this many random training samples; 0 = off
+    infobatch_prune_ratio: float = 0.5  # infobatch r: share of below-mean samples pruned (weight 1/(1-r))
+    infobatch_anneal: float = 0.875  # infobatch delta: train dense from this share of the epochs on
 
     def __post_init__(self) -> None:
-        choice("ast.strategy", self.strategy, ("dense", "reforward", "stale"))
+        choice("ast.strategy", self.strategy, STRATEGY_NAMES)
         in_range("ast.target_activation", self.target_activation, lo=0, hi=1, lo_open=True)
         in_range("ast.entropy_weight", self.entropy_weight, lo=0)
         in_range("ast.kp", self.kp, lo=0)
@@ -102,7 +126,16 @@ class ASTConfig:
         in_range("ast.warmup_epochs", self.warmup_epochs, lo=0)
         in_range("ast.min_active_fraction", self.min_active_fraction, lo=0, hi=1)
         in_range("ast.stale_keep_prob", self.stale_keep_prob, lo=0, hi=1, hi_open=True)
+        in_range("ast.stale_max_age", self.stale_max_age, lo=0)
         in_range("ast.final_dense_fraction", self.final_dense_fraction, lo=0, hi=1)
+        in_range("ast.bn_recalibration_samples", self.bn_recalibration_samples, lo=0)
+        in_range("ast.infobatch_prune_ratio", self.infobatch_prune_ratio, lo=0, hi=1, hi_open=True)
+        in_range("ast.infobatch_anneal", self.infobatch_anneal, lo=0, hi=1)
+        if self.strategy == "stale" and self.warmup_epochs == 0:
+            # Unseen samples score +inf: with no dense epoch first, every sample is "active",
+            # and the controller would wind the threshold up to ast.max_threshold.
+            raise ConfigError("ast.warmup_epochs=0 is not allowed with ast.strategy=stale: its score table "
+                              "needs one dense epoch first; set ast.warmup_epochs >= 1")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Datasets: ImageFolder, local Hugging Face datasets, the embedded digits, synthetic.
+"""Datasets: ImageFolder, local Hugging Face datasets, Fashion-MNIST's IDX files, the
+embedded digits, synthetic.
 
 Every sample comes back as ``(image, label, index)``: the dataset index is what
 per-sample state (the stale score table, loss weights) is keyed by.
@@ -6,6 +7,7 @@ per-sample state (the stale score table, loss weights) is keyed by.
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from astray.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL_IMAGE_LIMIT = 64  # pixels: below this, transforms=auto takes the small-image recipe
 
 
 class IndexedDataset(Dataset):
@@ -62,25 +65,45 @@ class DataSplits:
     train: IndexedDataset
     val: IndexedDataset
     num_classes: int
+    preprocessing: str = ""  # what the images go through, for the run's first line
 
 
 def _to_rgb(image: Any) -> Any:
     return image.convert("RGB")
 
 
-def pil_transforms(image_size: int, augment: bool) -> tuple[Any, Any]:
-    """Standard ImageNet-style train and validation transforms for PIL images."""
-    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    to_rgb = T.Lambda(_to_rgb)
-    if augment:
-        train = T.Compose([to_rgb, T.RandomResizedCrop(image_size, antialias=True),
-                           T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+def pick_recipe(cfg: DatasetConfig) -> str:
+    """``small`` below SMALL_IMAGE_LIMIT pixels, ``imagenet`` above, unless the config names one."""
+    if cfg.transforms != "auto":
+        return cfg.transforms
+    return "small" if cfg.image_size < SMALL_IMAGE_LIMIT else "imagenet"
+
+
+def pil_transforms(cfg: DatasetConfig) -> tuple[Any, Any, str]:
+    """Train and validation transforms for PIL images, and a one-line description.
+
+    ``small`` (CIFAR-style): the image is resized to ``image_size``; augmentation pads by
+    an eighth of the size and crops back at random. ``imagenet``: augmentation is a
+    random resized crop; validation resizes to ``image_size / 0.875`` and crops the
+    centre. Either way, non-augmented training sees exactly the validation framing: a
+    zoom that training never saw costs accuracy (12 points on a 28 px Fashion-MNIST).
+    """
+    size, recipe = cfg.image_size, pick_recipe(cfg)
+    to_rgb, normalize = T.Lambda(_to_rgb), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    flip = [T.RandomHorizontalFlip()] if cfg.hflip else []
+    if recipe == "small":
+        frame = [to_rgb, T.Resize((size, size), antialias=True)]
+        augment = frame + [T.RandomCrop(size, padding=max(1, size // 8))] + flip
+        what = f"small: resize to {size} px" + (f", pad {max(1, size // 8)} + random crop" + (
+            ", flip" if cfg.hflip else "") if cfg.augment else "")
     else:
-        train = T.Compose([to_rgb, T.Resize(image_size, antialias=True), T.CenterCrop(image_size),
-                           T.ToTensor(), normalize])
-    val = T.Compose([to_rgb, T.Resize(int(round(image_size / 0.875)), antialias=True),
-                     T.CenterCrop(image_size), T.ToTensor(), normalize])
-    return train, val
+        frame = [to_rgb, T.Resize(int(round(size / 0.875)), antialias=True), T.CenterCrop(size)]
+        augment = [to_rgb, T.RandomResizedCrop(size, antialias=True)] + flip
+        what = f"imagenet: resize {int(round(size / 0.875))} + centre crop {size}" + (
+            ", random resized crop" + (", flip" if cfg.hflip else "") if cfg.augment else "")
+    val = T.Compose(frame + [T.ToTensor(), normalize])
+    train = T.Compose(augment + [T.ToTensor(), normalize]) if cfg.augment else val
+    return train, val, what
 
 
 def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +135,7 @@ def _digits(cfg: DatasetConfig) -> DataSplits:
     return DataSplits(
         IndexedDataset(TensorImages(images[train_idx], labels[train_idx]), augment),
         IndexedDataset(TensorImages(images[val_idx], labels[val_idx])),
-        10,
+        10, f"digits: 8 px upsampled to {cfg.image_size}" + (", small affine" if cfg.augment else ""),
     )
 
 
@@ -146,11 +169,11 @@ def _synthetic(cfg: DatasetConfig) -> DataSplits:
     train_idx, val_idx = _stratified_split(full.labels, cfg.val_fraction, cfg.seed)
     sub = torch.utils.data.Subset
     return DataSplits(IndexedDataset(sub(full, train_idx.tolist())), IndexedDataset(sub(full, val_idx.tolist())),
-                      cfg.num_classes)
+                      cfg.num_classes, "synthetic: none")
 
 
 def _folder(cfg: DatasetConfig) -> DataSplits:
-    train_tf, val_tf = pil_transforms(cfg.image_size, cfg.augment)
+    train_tf, val_tf, what = pil_transforms(cfg)
     try:
         train = ImageFolder(cfg.train_dir)
         val = ImageFolder(cfg.val_dir)
@@ -162,7 +185,7 @@ def _folder(cfg: DatasetConfig) -> DataSplits:
     if val.classes != train.classes:
         raise ConfigError(f"dataset.val_dir={cfg.val_dir!r} class folders {val.classes} differ from "
                           f"dataset.train_dir's {train.classes}")
-    return DataSplits(IndexedDataset(train, train_tf), IndexedDataset(val, val_tf), cfg.num_classes)
+    return DataSplits(IndexedDataset(train, train_tf), IndexedDataset(val, val_tf), cfg.num_classes, what)
 
 
 class HFImages(Dataset):
@@ -212,15 +235,96 @@ def _hf(cfg: DatasetConfig) -> DataSplits:
     n_classes = getattr(feature, "num_classes", None)
     if n_classes is not None and n_classes != cfg.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.num_classes} but the label column has {n_classes} classes")
-    train_tf, val_tf = pil_transforms(cfg.image_size, cfg.augment)
+    train_tf, val_tf, what = pil_transforms(cfg)
     return DataSplits(
         IndexedDataset(HFImages(ds[cfg.hf_train_split], cfg.image_column, cfg.label_column), train_tf),
         IndexedDataset(HFImages(ds[cfg.hf_val_split], cfg.image_column, cfg.label_column), val_tf),
-        cfg.num_classes,
+        cfg.num_classes, what,
     )
 
 
-DATASETS = {"digits": _digits, "synthetic": _synthetic, "folder": _folder, "hf": _hf}
+# Fashion-MNIST's original files (Zalando's names); each may be gzipped.
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), plain or gzipped, as a NumPy array."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ConfigError(f"{str(path)!r} is not an IDX file (bad magic number)")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    start = 4 + 4 * ndim
+    count = int(np.prod(shape)) if shape else 0
+    if len(raw) - start < count * dtype.itemsize:
+        raise ConfigError(f"{str(path)!r} is truncated: header says {shape}, file holds less")
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=start).reshape(shape)
+
+
+def _idx_path(root: Path, name: str) -> Path:
+    for candidate in (root / name, root / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"dataset.root={str(root)!r} has no {name} or {name}.gz; Fashion-MNIST is read from "
+                      "its original IDX files (apt-get install dataset-fashion-mnist), never downloaded")
+
+
+class ArrayImages(Dataset):
+    """In-memory uint8 grayscale images ``(N, H, W)``, served as PIL images."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> None:
+        self.images, self.labels, self.classes = images, labels, list(classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return Image.fromarray(self.images[index], mode="L"), int(self.labels[index])
+
+
+def stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """``size`` indices (sorted) with each class in its original share, fixed by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    frac = size / labels.numel()
+    parts = []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        parts.append(idx[torch.randperm(idx.numel(), generator=gen)][: max(1, int(round(frac * idx.numel())))])
+    return torch.cat(parts).sort().values
+
+
+def _fashion_mnist(cfg: DatasetConfig) -> DataSplits:
+    if cfg.num_classes != 10:
+        raise ConfigError(f"dataset.num_classes={cfg.num_classes} but fashion_mnist has 10 classes; set 10")
+    root = Path(cfg.root)
+    splits = {}
+    for split, (images_name, labels_name) in FASHION_FILES.items():
+        images, labels = read_idx(_idx_path(root, images_name)), read_idx(_idx_path(root, labels_name))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ConfigError(f"dataset.root={str(root)!r}: {split} images {images.shape} and labels "
+                              f"{labels.shape} do not pair up")
+        splits[split] = (images, labels)
+    train_images, train_labels = splits["train"]
+    if cfg.train_subset:
+        if cfg.train_subset > len(train_labels):
+            raise ConfigError(f"dataset.train_subset={cfg.train_subset} is larger than the "
+                              f"{len(train_labels)} training images")
+        keep = stratified_subset(torch.from_numpy(train_labels.astype(np.int64)), cfg.train_subset, cfg.seed).numpy()
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    train_tf, val_tf, what = pil_transforms(cfg)
+    return DataSplits(IndexedDataset(ArrayImages(train_images, train_labels, FASHION_CLASSES), train_tf),
+                      IndexedDataset(ArrayImages(*splits["test"], FASHION_CLASSES), val_tf), 10, what)
+
+
+DATASETS = {"digits": _digits, "synthetic": _synthetic, "folder": _folder, "hf": _hf,
+            "fashion_mnist": _fashion_mnist}
 
 
 def build_datasets(cfg: DatasetConfig) -> DataSplits:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -98,6 +99,15 @@ def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
+def average_(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over ranks, in place (e.g. BatchNorm buffers)."""
+    if not is_distributed():
+        return
+    for t in tensors:
+        out = all_reduce_sum(t.to(backend_device())) / world_size()
+        t.copy_(out.to(t.device))
+
+
 def sum_over_ranks(values: list[float]) -> list[float]:
     """Element-wise sum over ranks, in float64 (epoch totals)."""
     return all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=backend_device())).cpu().tolist()
@@ -108,21 +118,23 @@ def slowest(values: list[float]) -> list[float]:
     return all_reduce_max(torch.tensor(values, dtype=torch.float64, device=backend_device())).cpu().tolist()
 
 
-def step_counts(n_selected: int, n_loaded: int, stop: bool, nonfinite: bool) -> tuple[int, int, bool, bool]:
+def step_counts(n_selected: int, n_loaded: int, weight_sum: float, stop: bool, nonfinite: bool
+                ) -> tuple[int, int, float, bool, bool]:
     """Rules 1 and 3: the step's one all-reduce.
 
-    It gives the global active count for the loss normalisation, the global counts the
-    (shared) controller is fed, and the stop and divergence flags, so every rank takes
-    the same branch and stops together. Returns (active, loaded, stop, diverged).
+    It gives the global active count and loss-weight sum for the loss normalisation,
+    the global counts the (shared) controller is fed, and the stop and divergence flags,
+    so every rank takes the same branch and stops together.
+    Returns (active, loaded, weight sum, stop, diverged).
     """
-    counts = all_reduce_sum(torch.tensor([n_selected, n_loaded, int(stop), int(nonfinite)],
+    counts = all_reduce_sum(torch.tensor([n_selected, n_loaded, weight_sum, int(stop), int(nonfinite)],
                                          dtype=torch.float64, device=backend_device()))
-    return int(counts[0]), int(counts[1]), bool(counts[2] > 0), bool(counts[3] > 0)
+    return int(counts[0]), int(counts[1]), float(counts[2]), bool(counts[3] > 0), bool(counts[4] > 0)
 
 
 def loss_scale() -> int:
     """Rule 1: a rank's loss is its weighted *sum* times this, because DDP averages the
-    gradients over ranks; the optimizer step then divides by the global active count."""
+    gradients over ranks; the optimizer step then divides by the global weight sum."""
     return world_size()
 
 
@@ -193,11 +205,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def gather_strings(value: str) -> list[str]:
-    """Every rank's string, in rank order (e.g. the node each rank runs on)."""
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's (picklable) value, in rank order: node names, RNG states."""
     if not is_distributed():
         return [value]
-    out: list[str] = [""] * world_size()
+    out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, value)
     return out
 

@@ -37,7 +37,12 @@ def lr_at(cfg: RunConfig, progress: float, world: int) -> float:
 
 
 def epoch_is_sparse(cfg: RunConfig, epoch: int) -> bool:
-    """Dense for warm-up epochs, the final dense share, and the dense strategy."""
-    a = cfg.ast
-    final_dense = int(round(a.final_dense_fraction * cfg.training.epochs))
-    return a.strategy != "dense" and epoch >= a.warmup_epochs and epoch < cfg.training.epochs - final_dense
+    """Dense for warm-up epochs, the final dense share, and the dense strategy.
+
+    ``infobatch`` also trains dense from ``infobatch_anneal`` of the epochs on.
+    """
+    a, epochs = cfg.ast, cfg.training.epochs
+    final_dense = math.floor(a.final_dense_fraction * epochs + 0.5)  # half up: 2.5 epochs -> 3
+    if a.strategy == "infobatch" and epoch >= a.infobatch_anneal * epochs:
+        return False
+    return a.strategy != "dense" and epoch >= a.warmup_epochs and epoch < epochs - final_dense

@@ -43,6 +43,13 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (CPU and CUDA) generators from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_to_tuples(state["python"]))
     n = state["numpy"]
@@ -60,5 +67,8 @@ def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=True)
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Always onto the CPU: RNG states must be CPU tensors to be restored, and
+    ``load_state_dict`` moves weights and optimizer state to their parameters' device.
+    (Loading onto the training device broke every resume on a GPU.)"""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from astray.engine import ddp
+from astray.engine import batchnorm, ddp
 from astray.sparse import PIController, SelectionStrategy, significance
 
 
@@ -34,6 +34,7 @@ class StepStats:
     backward: int  # sample-backward passes run on this rank
     global_active: int  # samples that got a backward pass, all ranks
     global_loaded: int
+    global_weight: float  # sum of the loss weights of those samples, all ranks (rule 1's divisor)
     loss_sum: float  # cross-entropy summed over the loaded samples
     correct: int
     sig: torch.Tensor  # significance of every loaded sample (CPU), for the score table
@@ -42,14 +43,16 @@ class StepStats:
 
 
 def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
-    """No-grad forward in eval mode: no BatchNorm statistics move, no DDP collective."""
-    net = ddp.unwrap(model)
-    net.eval()
-    try:
-        with torch.no_grad(), settings.autocast():
-            return net(x)
-    finally:
-        net.train()
+    """No-grad forward in train mode on the unwrapped model (no DDP collective).
+
+    Train mode, because the threshold was calibrated on train-mode significance in the
+    dense warm-up: eval mode normalises with running statistics that lag the weights,
+    and its scores sit on another scale (docs/design.md §4). This forward also updates
+    the BatchNorm running statistics from the *whole* batch; the training forward on
+    the selected subset then leaves them alone (``batchnorm.frozen_statistics``).
+    """
+    with torch.no_grad(), settings.autocast():
+        return ddp.unwrap(model)(x)
 
 
 def train_step(
@@ -72,7 +75,8 @@ def train_step(
     ``sparse`` is False in dense epochs (warm-up, final dense epochs, the dense
     strategy): then every sample is trained, and the controller is still fed what
     *would* have been active so its threshold is calibrated when sparsity begins.
-    ``weights`` are per-sample loss weights (stale mode's 1/keep_prob re-weighting).
+    ``weights`` are per-sample loss weights (1/p for randomly kept samples); the
+    optimizer step divides by their global sum, not by the number of samples.
     """
     n = y.numel()
     scoring = sparse and strategy.scores_before_backward
@@ -83,9 +87,14 @@ def train_step(
     else:
         selected = None  # every loaded sample
     n_selected = n if selected is None else selected.numel()
+    if selected is None:
+        weight_sum = float(weights.sum())
+    else:
+        weight_sum = float(weights[selected].sum())
 
-    # Rules 1 and 3 of docs/design.md §3: one all-reduce for counts and flags.
-    global_active, global_loaded, stop, diverged = ddp.step_counts(n_selected, n, stop_requested, nonfinite_seen)
+    # Rules 1 and 3 of docs/design.md §3: one all-reduce for counts, weights and flags.
+    global_active, global_loaded, global_weight, stop, diverged = ddp.step_counts(
+        n_selected, n, weight_sum, stop_requested, nonfinite_seen)
 
     forward = n if scoring else 0
     backward = 0
@@ -96,12 +105,12 @@ def train_step(
         else:
             xs, ys, ws = ddp.zero_weight_stand_in(x, y, weights)  # rule 2
             scale = 0.0
-        with settings.autocast():
+        with settings.autocast(), (batchnorm.frozen_statistics(model) if scoring else contextlib.nullcontext()):
             logits = model(xs)
             per_sample = F.cross_entropy(logits.float(), ys, reduction="none",
                                          label_smoothing=settings.label_smoothing)
         # Sum, times world size: DDP averages over ranks, so the result is the sum over
-        # all ranks; optimizer_step divides by the window's global active count (rule 1).
+        # all ranks; optimizer_step divides by the window's global weight sum (rule 1).
         loss = (per_sample * ws).sum() * (scale * ddp.loss_scale())
         (settings.scaler.scale(loss) if settings.scaler else loss).backward()
         forward += xs.shape[0]
@@ -126,17 +135,19 @@ def train_step(
     with torch.no_grad():
         ce = F.cross_entropy(logits_all.float(), y, reduction="sum") if logits_all.shape[1] > 1 else torch.zeros(())
         correct = int((logits_all.argmax(1) == y).sum()) if logits_all.shape[1] > 1 else 0
-    return StepStats(n, forward, backward, global_active, global_loaded, float(ce), correct,
+    return StepStats(n, forward, backward, global_active, global_loaded, global_weight, float(ce), correct,
                      sig.detach().cpu(), stop, diverged)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,
-                   window_active: int, grad_clip: float) -> bool:
+                   window_active: int, grad_clip: float, window_weight: float | None = None) -> bool:
     """Finish an accumulation window. Returns False when the step was skipped.
 
-    Gradients hold the *sum* over the window's active samples (all ranks); dividing by
-    the window's global active count gives the exact mean over the samples that were
-    really trained, however they were spread over micro-steps and ranks. With nothing
+    Gradients hold the *weighted sum* over the window's active samples (all ranks);
+    dividing by the window's global weight sum (``window_weight``; the active count when
+    every weight is 1) gives the exact weighted mean over the samples that were really
+    trained, however they were spread over micro-steps and ranks. Dividing by the count
+    instead would scale the step by the mean weight (3.2x at keep probability 0.05). With nothing
     active anywhere the step is skipped: momentum and weight decay would otherwise
     still move the weights, and GradScaler would raise for lack of inf checks.
     """
@@ -145,9 +156,10 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings:
         return False
     if settings.scaler is not None:
         settings.scaler.unscale_(optimizer)
+    divisor = window_active if window_weight is None else window_weight
     for p in model.parameters():
         if p.grad is not None:
-            p.grad.div_(window_active)
+            p.grad.div_(divisor)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if settings.scaler is not None:

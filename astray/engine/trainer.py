@@ -21,14 +21,24 @@ from torch.utils.data import DataLoader
 from astray import __version__
 from astray.config.load import save_config
 from astray.config.run import RunConfig
-from astray.engine import ddp
+from astray.engine import batchnorm, ddp
 from astray.engine.data import build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
 from astray.engine.models import check_model_name, create_model
 from astray.engine.records import EpochRow, macro_f1, read_metrics, write_metrics
 from astray.engine.schedule import epoch_is_sparse, lr_at, make_optimizer
-from astray.engine.state import BEST, LAST, METRICS, CONFIG, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from astray.engine.state import (
+    BEST,
+    CONFIG,
+    LAST,
+    METRICS,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from astray.engine.step import StepSettings, optimizer_step, train_step
 from astray.errors import ConfigError, TrainingDiverged
 from astray.sparse import PIController, create_strategy
@@ -113,7 +123,9 @@ class Trainer:
         # uninterrupted one must draw the same numbers.
         if t.threads:
             torch.set_num_threads(t.threads)
-        torch.manual_seed(t.seed)
+        # Each rank its own stream (augmentation, loader workers); DDP broadcasts rank
+        # 0's initial weights, and the strategies draw their plans from (seed, epoch).
+        seed_everything(t.seed + ddp.rank())
         self.world = ddp.world_size()
         self.started = time.perf_counter()
 
@@ -137,13 +149,15 @@ class Trainer:
             self.idle_w = measure_idle_watts(self.meter, cfg.energy.idle_seconds)
         self.autocast = _autocast_factory(cfg, device)
         self.scaler = torch.amp.GradScaler("cuda") if (t.mixed_precision == "fp16" and device.type == "cuda") else None
-        self.settings = StepSettings(a.entropy_weight, t.label_smoothing, self.autocast, self.scaler,
+        # InfoBatch's scores are plain losses (its published rule); the others use significance.
+        entropy_weight = 0.0 if a.strategy == "infobatch" else a.entropy_weight
+        self.settings = StepSettings(entropy_weight, t.label_smoothing, self.autocast, self.scaler,
                                      cfg.model.channels_last)
 
         self.rows: list[dict[str, Any]] = []
         self.start_epoch, self.best_acc, self.epochs_no_gain, self.elapsed_before = 0, -1.0, 0, 0.0
         if resume:
-            self.load_state_dict(load_checkpoint(out / LAST, device), model)
+            self.load_state_dict(load_checkpoint(out / LAST), model)
             if (out / METRICS).exists():
                 self.rows = [r for r in read_metrics(out / METRICS) if r["epoch"] <= self.start_epoch]
             log(f"resuming {out} after epoch {self.start_epoch}")
@@ -156,17 +170,18 @@ class Trainer:
                                      sampler=list(range(ddp.rank(), len(self.data.val), self.world)),
                                      num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
         log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(self.data.train)} train / "
-            f"{len(self.data.val)} val), strategy {a.strategy}, {self.world} process(es) on {device}, "
+            f"{len(self.data.val)} val; {self.data.preprocessing}), strategy {a.strategy}, "
+            f"{self.world} process(es) on {device}, "
             f"energy source {self.meter.source}" + (f" (idle {self.idle_w:.1f} W subtracted)" if self.idle_w else ""))
 
     # ------------------------------------------------------------------ state
-    def state_dict(self, epoch: int, time_s: float) -> dict[str, Any]:
+    def state_dict(self, epoch: int, time_s: float, rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything a resumed run needs; tensors, numbers and strings only (weights_only loads)."""
         return {
             "model": ddp.unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "controller": self.controller.state_dict(), "strategy": self.strategy.state_dict(),
-            "rng": rng_state(), "epoch": epoch, "best_val_acc": self.best_acc,
+            "rng": rng_per_rank[0], "rng_per_rank": rng_per_rank, "epoch": epoch, "best_val_acc": self.best_acc,
             "epochs_without_gain": self.epochs_no_gain, "time_s": time_s,
             "astray_version": __version__, "model_name": self.cfg.model.name, "num_classes": self.data.num_classes,
         }
@@ -178,7 +193,10 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.controller.load_state_dict(ckpt["controller"])
         self.strategy.load_state_dict(ckpt["strategy"])
-        set_rng_state(ckpt["rng"])
+        per_rank = ckpt.get("rng_per_rank") or []
+        # Each rank continues its own stream; a checkpoint from another world size (or
+        # from before per-rank states) gives every rank the primary's.
+        set_rng_state(per_rank[ddp.rank()] if len(per_rank) == self.world else ckpt["rng"])
         self.start_epoch, self.best_acc = ckpt["epoch"], ckpt["best_val_acc"]
         self.epochs_no_gain, self.elapsed_before = ckpt["epochs_without_gain"], ckpt["time_s"]
 
@@ -208,7 +226,7 @@ class Trainer:
         loaded = forward = backward = correct = 0
         loss_sum = 0.0
         seen_idx, seen_sig = [], []
-        window_active, stop, nonfinite = 0, False, False
+        window_active, window_weight, stop, nonfinite = 0, 0.0, False, False
         self.meter.begin()
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(loader):
@@ -225,9 +243,10 @@ class Trainer:
                 raise self._diverged(f"at epoch {epoch + 1} step {step} (lr {lr_at(cfg, progress, self.world):.3g})")
             nonfinite = self._loss_too_high(s.loss_sum / max(s.loaded, 1))
             window_active += s.global_active
+            window_weight += s.global_weight
             if (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps or s.stop:
-                optimizer_step(self.model, self.optimizer, self.settings, window_active, t.grad_clip)
-                window_active = 0
+                optimizer_step(self.model, self.optimizer, self.settings, window_active, t.grad_clip, window_weight)
+                window_active, window_weight = 0, 0.0
             loaded += s.loaded
             forward += s.forward
             backward += s.backward
@@ -240,6 +259,8 @@ class Trainer:
             if s.stop:
                 stop = True
                 break
+        if sparse and cfg.ast.bn_recalibration_samples > 0:
+            forward += self.recalibrate_batchnorm(epoch)
         train_time = time.perf_counter() - t0
         energy = self.meter.end()
 
@@ -250,6 +271,17 @@ class Trainer:
         if self._loss_too_high(loss_sum / max(loaded, 1)):
             raise self._diverged(f"in epoch {epoch + 1}")
         return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop)
+
+    def recalibrate_batchnorm(self, epoch: int) -> int:
+        """Precise BN after a sparse epoch: running statistics from random training samples
+        (the same ones on every rank, each rank forwarding its share). Inside the epoch's
+        time and energy window; returns this rank's forwards, counted as executed work."""
+        n = len(self.data.train)
+        gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + epoch + 500_009)
+        indices = torch.randperm(n, generator=gen)[: min(n, self.cfg.ast.bn_recalibration_samples)]
+        return batchnorm.recalibrate(
+            self.model, self.data.train, indices, self.cfg.training.batch_size,
+            lambda x: _inputs_to_device(x, self.device, self.cfg.model.channels_last), self.autocast)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -309,11 +341,15 @@ class Trainer:
                 self.best_acc, self.epochs_no_gain = row["val_acc"], 0
             else:
                 self.epochs_no_gain += 1
+            rng_per_rank = ddp.gather_objects(rng_state())  # a collective: every rank, every epoch
             if ddp.is_primary():  # rule 5
-                state = self.state_dict(epoch + 1, row["time_s"])
-                save_checkpoint(state, self.out / LAST)
-                if improved:
-                    save_checkpoint(state, self.out / BEST)
+                if not work.stop:
+                    # An epoch cut short by training.max_minutes is not a finished epoch:
+                    # last.pt stays at the previous one, so --resume trains this one whole.
+                    state = self.state_dict(epoch + 1, row["time_s"], rng_per_rank)
+                    save_checkpoint(state, self.out / LAST)
+                    if improved:
+                        save_checkpoint(state, self.out / BEST)
                 write_metrics(self.rows, self.out / METRICS)
             if report is not None:
                 # Every rank reports the same (all-reduced) row: Ray Train's report is a
@@ -323,7 +359,8 @@ class Trainer:
 
             if work.stop:
                 stopped = "max_minutes"
-                log(f"stopping: training.max_minutes={t.max_minutes:g} reached during epoch {epoch + 1}")
+                log(f"stopping: training.max_minutes={t.max_minutes:g} reached during epoch {epoch + 1}; "
+                    f"last.pt holds epoch {epoch} (--resume trains epoch {epoch + 1} again, whole)")
                 break
             if t.early_stop_patience and self.epochs_no_gain >= t.early_stop_patience:
                 stopped = "early_stop"
@@ -333,11 +370,13 @@ class Trainer:
         return RunResult(self.rows, self.out, stopped)
 
 
-def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+def _inputs_to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+    return _inputs_to_device(x, device, channels_last), y.to(device, non_blocking=True)
 
 
 def _autocast_factory(cfg: RunConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:

@@ -7,8 +7,13 @@ runs the full forward and backward and saves nothing, so there is no such strate
 - ``reforward``: a no-grad scoring forward over the whole batch, then forward and
   backward on the selected subset only (Selective-Backprop style).
 - ``stale``: choose each epoch's samples *before* loading them, from each sample's
-  last known significance (InfoBatch style); only the kept samples are loaded, and
-  each gets a forward and backward pass that also refreshes its score.
+  last known significance and the PI controller's threshold; only the kept samples are
+  loaded, and each gets a forward and backward pass that also refreshes its score.
+- ``random``: a uniform random ``target_activation`` share of the samples each epoch,
+  chosen before loading; no scores. The null hypothesis every method must beat.
+- ``infobatch``: InfoBatch's published rule (ICLR 2024): keep every sample whose last
+  loss is at or above the mean, and a random ``1 - r`` share of the rest with loss
+  weight ``1 / (1 - r)``; no controller. Dense after ``infobatch_anneal`` of the epochs.
 
 Every strategy is deterministic given its seed and the epoch, which is what lets all
 DDP ranks build the same plan without talking to each other.
@@ -101,6 +106,35 @@ class SelectionStrategy:
         pass
 
 
+class ScoreTable(SelectionStrategy):
+    """A per-sample table of the last significance measured, for strategies that select
+    before loading. Unseen samples score +inf; ``scored_epoch`` says when each score was
+    measured (-1: never), so a strategy can bound how stale a score may get."""
+
+    def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0) -> None:
+        super().__init__(dataset_size, seed, min_active_fraction)
+        self.scores = torch.full((dataset_size,), math.inf)
+        self.scored_epoch = torch.full((dataset_size,), -1, dtype=torch.int64)
+        self.epoch = 0  # the epoch being planned and trained: observations are stamped with it
+
+    def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
+        indices = indices.cpu()
+        self.scores[indices] = sig.detach().float().cpu()
+        self.scored_epoch[indices] = self.epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": self.scores.clone(), "scored_epoch": self.scored_epoch.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        scores = state["scores"]
+        if scores.numel() != self.dataset_size:
+            raise ValueError(f"score table has {scores.numel()} entries, dataset {self.dataset_size}")
+        self.scores = scores.clone().float()
+        # A table saved before scores were stamped: treat every seen score as fresh.
+        seen = torch.isfinite(self.scores).long() - 1
+        self.scored_epoch = state.get("scored_epoch", seen).clone().long()
+
+
 class DenseSelection(SelectionStrategy):
     name = "dense"
 
@@ -113,12 +147,15 @@ class ReforwardSelection(SelectionStrategy):
         return select_active(sig, threshold, self.min_active_fraction)
 
 
-class StaleSelection(SelectionStrategy):
+class StaleSelection(ScoreTable):
     """Select from a per-sample score table before loading.
 
     Samples never seen have score +inf and are always kept. A below-threshold sample
     is kept anyway with probability ``keep_prob`` and its loss weighted ``1/keep_prob``,
     so the epoch's gradient stays unbiased in expectation and low scores get refreshed.
+    A sample whose score is ``max_age`` epochs old or older is kept whatever its score:
+    a score measured on much older weights says little about the sample now, and no
+    sample may go untrained for ever (0 = no bound).
 
     The controller is stepped while the plan is built: the epoch's permutation is
     walked in windows of ``window`` candidates (one global batch), each window's
@@ -130,24 +167,29 @@ class StaleSelection(SelectionStrategy):
     name = "stale"
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
-                 keep_prob: float = ASTConfig.stale_keep_prob, window: int = 256) -> None:
+                 keep_prob: float = ASTConfig.stale_keep_prob, window: int = 256,
+                 max_age: int = ASTConfig.stale_max_age) -> None:
         super().__init__(dataset_size, seed, min_active_fraction)
         self.keep_prob = keep_prob
         self.window = max(1, window)
-        self.scores = torch.full((dataset_size,), math.inf)
+        self.max_age = max_age
 
     def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
+        self.epoch = epoch
         gen = _generator(self.seed, epoch)
         perm = torch.randperm(self.dataset_size, generator=gen)
         if dense:
             return EpochPlan(perm, None, self.dataset_size)
         coins = torch.rand(self.dataset_size, generator=gen)
+        overdue = torch.zeros(self.dataset_size, dtype=torch.bool)
+        if self.max_age > 0:
+            overdue = (self.scored_epoch >= 0) & (epoch - self.scored_epoch >= self.max_age)
         kept, weights = [], []
         n_windows = math.ceil(self.dataset_size / self.window)
         for w in range(n_windows):
             idx = perm[w * self.window:(w + 1) * self.window]
             sig = self.scores[idx]
-            chosen = torch.zeros(idx.numel(), dtype=torch.bool)
+            chosen = overdue[idx].clone()
             chosen[select_active(sig, controller.threshold, self.min_active_fraction)] = True
             weight = torch.ones(idx.numel())
             if self.keep_prob > 0:
@@ -159,21 +201,61 @@ class StaleSelection(SelectionStrategy):
             controller.update(int(chosen.sum()), idx.numel(), epoch + w / n_windows)
         return EpochPlan(torch.cat(kept), torch.cat(weights), self.dataset_size)
 
-    def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
-        self.scores[indices.cpu()] = sig.detach().float().cpu()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"scores": self.scores.clone()}
+class RandomSelection(SelectionStrategy):
+    """A uniform random ``target`` share of the samples each sparse epoch, chosen before
+    loading; no scores and no controller (its threshold stays where it started)."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        scores = state["scores"]
-        if scores.numel() != self.dataset_size:
-            raise ValueError(f"score table has {scores.numel()} entries, dataset {self.dataset_size}")
-        self.scores = scores.clone().float()
+    name = "random"
+
+    def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
+                 target: float = ASTConfig.target_activation) -> None:
+        super().__init__(dataset_size, seed, min_active_fraction)
+        self.target = target
+
+    def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
+        perm = torch.randperm(self.dataset_size, generator=_generator(self.seed, epoch))
+        if dense:
+            return EpochPlan(perm, None, self.dataset_size)
+        keep = min(self.dataset_size, max(2, round(self.target * self.dataset_size)))
+        return EpochPlan(perm[:keep], None, self.dataset_size)
+
+
+class InfoBatchSelection(ScoreTable):
+    """InfoBatch: keep samples whose last loss is at or above the mean of the known
+    losses; keep a random ``1 - prune_ratio`` share of the rest, weighted
+    ``1 / (1 - prune_ratio)``. Unseen samples are kept. The realised activation depends
+    on the loss distribution: ``prune_ratio`` is not the saved share (the epoch rows
+    record what was really trained). Its scores are plain losses: the trainer runs it
+    with ``entropy_weight`` 0."""
+
+    name = "infobatch"
+
+    def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
+                 prune_ratio: float = ASTConfig.infobatch_prune_ratio) -> None:
+        super().__init__(dataset_size, seed, min_active_fraction)
+        self.prune_ratio = prune_ratio
+
+    def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
+        self.epoch = epoch
+        gen = _generator(self.seed, epoch)
+        perm = torch.randperm(self.dataset_size, generator=gen)
+        if dense:
+            return EpochPlan(perm, None, self.dataset_size)
+        coins = torch.rand(self.dataset_size, generator=gen)
+        scores = self.scores[perm]
+        known = torch.isfinite(scores)
+        mean = float(scores[known].mean()) if bool(known.any()) else math.inf
+        well_learned = known & (scores < mean)
+        lucky = well_learned & (coins[perm] >= self.prune_ratio)
+        chosen = ~well_learned | lucky
+        weights = torch.ones(self.dataset_size)
+        weights[lucky] = 1.0 / (1.0 - self.prune_ratio)
+        return EpochPlan(perm[chosen], weights[chosen], self.dataset_size)
 
 
 STRATEGIES: dict[str, type[SelectionStrategy]] = {
-    cls.name: cls for cls in (DenseSelection, ReforwardSelection, StaleSelection)
+    cls.name: cls for cls in (DenseSelection, ReforwardSelection, StaleSelection, RandomSelection, InfoBatchSelection)
 }
 
 
@@ -183,5 +265,10 @@ def create_strategy(cfg: ASTConfig, dataset_size: int, seed: int, global_batch: 
     if cls is None:
         raise ConfigError(f"ast.strategy={cfg.strategy!r} is not allowed; choose one of {', '.join(STRATEGIES)}")
     if cls is StaleSelection:
-        return StaleSelection(dataset_size, seed, cfg.min_active_fraction, cfg.stale_keep_prob, global_batch)
+        return StaleSelection(dataset_size, seed, cfg.min_active_fraction, cfg.stale_keep_prob, global_batch,
+                              cfg.stale_max_age)
+    if cls is RandomSelection:
+        return RandomSelection(dataset_size, seed, cfg.min_active_fraction, cfg.target_activation)
+    if cls is InfoBatchSelection:
+        return InfoBatchSelection(dataset_size, seed, cfg.min_active_fraction, cfg.infobatch_prune_ratio)
     return cls(dataset_size, seed, cfg.min_active_fraction)

@@ -77,7 +77,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     work = Path(raw["logging"]["output_dir"] + f"-rank{ddp.rank()}")
     raw = set_dotted(raw, {"logging.output_dir": str(work)})
     shutil.rmtree(work, ignore_errors=True)
-    extra["node_ids"] = ",".join(sorted(set(ddp.gather_strings(ray_adapter.node_id()))))
+    extra["node_ids"] = ",".join(sorted(set(ddp.gather_objects(ray_adapter.node_id()))))
     # Every rank restores the same checkpoint: optimizer, controller, score table and
     # epoch must match on all ranks, not just the weights DDP broadcasts.
     resume = ray_adapter.restore_checkpoint_into(work, in_train_worker=True)

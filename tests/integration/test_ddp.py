@@ -184,3 +184,7 @@ def test_torchrun_two_processes_end_to_end(tmp_path, env_one_thread, strategy):
     assert rows[1]["samples_backward"] < rows[1]["samples_total"]
     assert rows[1]["flops"] < rows[1]["flops_dense"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    # Each rank draws its own random stream (augmentation, loader workers), and each
+    # rank's state is saved so that a resume continues every one of them.
+    states = torch.load(out / "last.pt", weights_only=True)["rng_per_rank"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])

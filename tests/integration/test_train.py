@@ -45,17 +45,18 @@ def test_run_writes_metrics_config_and_loadable_checkpoints(tmp_path):
 @pytest.mark.parametrize("strategy", ["reforward", "stale"])
 def test_sparse_strategies_execute_less_work_than_dense(tmp_path, strategy):
     rows = run(_cfg(tmp_path / strategy, **{"ast.strategy": strategy, "training.epochs": 3,
-                                           "ast.target_activation": 0.3})).rows
+                                           "ast.target_activation": 0.3, "ast.bn_recalibration_samples": 64})).rows
     dense_epoch, sparse = rows[0], rows[1:]
     assert dense_epoch["strategy"] == "dense" and dense_epoch["samples_backward"] >= dense_epoch["samples_total"]
     for r in sparse:
         assert r["strategy"] == strategy
         assert r["samples_backward"] < 0.6 * r["samples_total"]
         assert r["flops"] < 0.8 * r["flops_dense"]
+    # Precise BN's 64 forwards after each sparse epoch are executed work, and counted.
     if strategy == "stale":  # nothing unselected is even loaded
-        assert all(r["samples_forward"] == r["samples_backward"] for r in sparse)
+        assert all(r["samples_forward"] == r["samples_backward"] + 64 for r in sparse)
     else:  # every sample is scored, only the selected ones go backward
-        assert all(r["samples_forward"] == r["samples_total"] + r["samples_backward"] for r in sparse)
+        assert all(r["samples_forward"] == r["samples_total"] + r["samples_backward"] + 64 for r in sparse)
 
 
 @pytest.mark.parametrize("strategy", ["stale", "reforward"])
@@ -94,11 +95,25 @@ def test_gradient_accumulation_and_early_stop(tmp_path):
     assert all(accs[i] > max(accs[:i]) for i in range(1, len(accs) - 1))
 
 
-def test_max_minutes_stops_mid_run_and_keeps_the_checkpoint(tmp_path):
+def test_max_minutes_stops_mid_run_and_saves_no_unfinished_epoch(tmp_path):
     result = run(_cfg(tmp_path / "r", **{"training.epochs": 50, "training.max_minutes": 0.0001}))
     assert result.stopped == "max_minutes"
     assert len(result.rows) == 1
-    assert torch.load(tmp_path / "r/last.pt", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "r/last.pt").exists()  # the only epoch was cut short
+
+
+def test_resume_after_a_max_minutes_stop_trains_the_cut_epoch_whole(tmp_path):
+    out = tmp_path / "r"
+    run(_cfg(out, **{"ast.strategy": "dense", "training.epochs": 2}))
+    # The budget counts the time already spent: the resumed run stops in epoch 3's first step.
+    cut = run(_cfg(out, **{"ast.strategy": "dense", "training.epochs": 4, "training.max_minutes": 0.0001}),
+              resume=True)
+    assert cut.stopped == "max_minutes" and cut.rows[-1]["epoch"] == 3
+    assert cut.rows[-1]["samples_backward"] < cut.rows[-1]["samples_total"]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    rows = run(_cfg(out, **{"ast.strategy": "dense", "training.epochs": 4}), resume=True).rows
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["samples_backward"] >= rows[2]["samples_total"]  # epoch 3 trained in full
 
 
 @pytest.mark.slow

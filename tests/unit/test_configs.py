@@ -70,3 +70,11 @@ def test_choice_space_over_strategy_and_int_space():
         "training.batch_size: {type: int, low: 16, high: 64, step: 16}}"])
     kinds = {p.key: p.arrow_type() for p in spec.search.params}
     assert str(kinds["ast.strategy"]) == "string" and str(kinds["training.batch_size"]) == "int64"
+
+
+def test_fashion_config_reads_the_debian_files_or_says_where_they_come_from(tmp_path):
+    spec = load_sweep(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path}"])
+    assert spec.run.dataset.type == "fashion_mnist" and spec.run.dataset.image_size == 28
+    assert spec.run.ast.strategy == "stale" and spec.run.ast.warmup_epochs >= 1
+    with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist"):
+        load_sweep(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path / 'absent'}"])

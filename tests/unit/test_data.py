@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -264,3 +265,115 @@ def test_hf_single_split_dataset_is_rejected(hf_dir, tmp_path):
     message = str(info.value)
     assert "dataset.hf_path" in message and str(single) in message
     assert "\n" not in message
+
+
+# --------------------------------------------------------------------------- transforms by resolution
+
+def _pil(size: int = 28, seed: int = 0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L")
+
+
+@pytest.mark.parametrize("image_size, recipe", [(28, "small"), (32, "small"), (64, "imagenet"), (224, "imagenet")])
+def test_auto_transforms_follow_the_resolution(image_size, recipe):
+    from astray.engine.data import pick_recipe
+
+    assert pick_recipe(DatasetConfig(image_size=image_size)) == recipe
+    assert pick_recipe(DatasetConfig(image_size=image_size, transforms="imagenet")) == "imagenet"
+
+
+@pytest.mark.parametrize("recipe", ["small", "imagenet"])
+@pytest.mark.parametrize("source", [28, 40])
+def test_validation_sees_what_non_augmented_training_sees(recipe, source):
+    """No zoom or crop that training never saw: the two pipelines give the same tensor."""
+    from astray.engine.data import pil_transforms
+
+    train, val, _ = pil_transforms(DatasetConfig(image_size=28, transforms=recipe, augment=False))
+    image = _pil(source)
+    assert torch.equal(train(image), val(image))
+    assert val(image).shape == (3, 28, 28)
+
+
+def test_small_images_are_augmented_by_pad_and_crop_not_resized_crops():
+    from torchvision import transforms as T
+
+    from astray.engine.data import pil_transforms
+
+    train, _, what = pil_transforms(DatasetConfig(image_size=28, augment=True, hflip=False))
+    kinds = [type(t) for t in train.transforms]
+    assert T.RandomCrop in kinds and T.RandomResizedCrop not in kinds and T.RandomHorizontalFlip not in kinds
+    assert "pad 3 + random crop" in what and "flip" not in what
+    torch.manual_seed(0)
+    out = train(_pil(28))
+    assert out.shape == (3, 28, 28)
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+def _write_idx(path, array: np.ndarray, gz: bool) -> None:
+    import gzip
+
+    code = {np.uint8: 0x08}[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.tobytes()
+    (path.with_name(path.name + ".gz").write_bytes(gzip.compress(data)) if gz else path.write_bytes(data))
+
+
+@pytest.fixture
+def fashion_root(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for split, n, gz in (("train", 200, True), ("t10k", 50, False)):
+        labels = np.arange(n, dtype=np.uint8) % 10
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        images[:, :4, :4] = labels[:, None, None] * 25  # a class mark in the corner
+        _write_idx(root / f"{split}-images-idx3-ubyte", images, gz)
+        _write_idx(root / f"{split}-labels-idx1-ubyte", labels, gz)
+    return root
+
+
+def test_fashion_mnist_reads_idx_files_gzipped_or_not(fashion_root):
+    splits = build_datasets(DatasetConfig(type="fashion_mnist", root=str(fashion_root), image_size=28))
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (200, 50, 10)
+    x, y, i = splits.val[13]
+    assert x.shape == (3, 28, 28) and y == 3 and i == 13
+    assert splits.train.base.classes[0] == "T-shirt/top"
+    assert "small" in splits.preprocessing
+
+
+def test_fashion_mnist_train_subset_is_stratified_and_seeded(fashion_root):
+    cfg = dict(type="fashion_mnist", root=str(fashion_root), image_size=28, train_subset=100)
+    a = build_datasets(DatasetConfig(**cfg, seed=1)).train.base
+    b = build_datasets(DatasetConfig(**cfg, seed=1)).train.base
+    c = build_datasets(DatasetConfig(**cfg, seed=2)).train.base
+    assert len(a) == 100 and np.bincount(a.labels, minlength=10).tolist() == [10] * 10
+    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+
+
+def test_fashion_mnist_missing_root_or_file_is_one_line(fashion_root, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        DatasetConfig(type="fashion_mnist", root=str(tmp_path / "nowhere"))
+    assert "nowhere" in str(info.value) and "apt-get install dataset-fashion-mnist" in str(info.value)
+    (fashion_root / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(ConfigError, match="t10k-labels-idx1-ubyte"):
+        build_datasets(DatasetConfig(type="fashion_mnist", root=str(fashion_root)))
+
+
+def test_fashion_mnist_rejects_a_file_that_is_not_idx(fashion_root):
+    (fashion_root / "t10k-images-idx3-ubyte").write_bytes(b"not an idx file at all")
+    with pytest.raises(ConfigError, match="not an IDX file"):
+        build_datasets(DatasetConfig(type="fashion_mnist", root=str(fashion_root)))
+
+
+REAL_FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_FASHION),
+                    reason=f"{REAL_FASHION} is absent: apt-get install dataset-fashion-mnist installs the real files")
+def test_real_fashion_mnist_files():
+    splits = build_datasets(DatasetConfig(type="fashion_mnist", image_size=28))
+    assert (len(splits.train), len(splits.val)) == (60000, 10000)
+    assert np.bincount(splits.val.base.labels).tolist() == [1000] * 10

@@ -352,3 +352,59 @@ def test_stale_load_state_dict_rejects_wrong_size():
     small = StaleSelection(10).state_dict()
     with pytest.raises(ValueError):
         StaleSelection(20).load_state_dict(small)
+
+
+# --------------------------------------------------------------------------- staleness, random, infobatch
+
+def test_stale_scores_older_than_max_age_are_trained_again():
+    n = 200
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=3)
+    strategy.plan_epoch(0, _controller(), dense=True)
+    strategy.observe(torch.arange(n), torch.full((n,), 1e-4))  # all far below any threshold, scored in epoch 0
+    for epoch in (1, 2):
+        plan = strategy.plan_epoch(epoch, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
+        assert plan.indices.numel() < n  # only the top-k floor
+    plan = strategy.plan_epoch(3, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
+    assert plan.indices.numel() == n  # three epochs old: every score is refreshed
+
+
+def test_stale_max_age_zero_never_forces():
+    n = 100
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=0)
+    strategy.observe(torch.arange(n), torch.full((n,), 1e-4))
+    plan = strategy.plan_epoch(50, _controller(kp=0.0, ki=0.0), dense=False)
+    assert plan.indices.numel() < n
+
+
+@pytest.mark.parametrize("target", [0.1, 0.3, 0.5])
+def test_random_keeps_a_uniform_target_share_and_ignores_scores(target):
+    strategy = STRATEGIES["random"](1000, seed=1, target=target)
+    controller = _controller()
+    plan = strategy.plan_epoch(2, controller, dense=False)
+    assert plan.indices.numel() == round(target * 1000) and plan.weights is None
+    assert controller.updates == 0
+    strategy.observe(torch.arange(1000), torch.arange(1000).float())  # scores change nothing
+    assert torch.equal(strategy.plan_epoch(2, controller, dense=False).indices, plan.indices)
+
+
+def test_infobatch_keeps_above_mean_and_a_reweighted_share_below():
+    n, r = 4000, 0.5
+    strategy = STRATEGIES["infobatch"](n, seed=0, prune_ratio=r)
+    losses = torch.cat([torch.full((n // 4,), 3.0), torch.full((3 * n // 4,), 1.0)])  # mean 1.5
+    strategy.observe(torch.arange(n), losses)
+    plan = strategy.plan_epoch(1, _controller(), dense=False)
+    kept_high = losses[plan.indices] == 3.0
+    assert int(kept_high.sum()) == n // 4  # every sample at or above the mean
+    assert bool((plan.weights[kept_high] == 1.0).all())
+    low = ~kept_high
+    assert abs(int(low.sum()) - (1 - r) * 3 * n // 4) < 0.05 * n  # a random (1 - r) share of the rest
+    assert torch.allclose(plan.weights[low], torch.full((int(low.sum()),), 1 / (1 - r)))
+    # Reweighted, the kept low-loss samples stand for all of them in expectation.
+    assert float(plan.weights[low].sum()) == pytest.approx(3 * n / 4, rel=0.05)
+
+
+def test_infobatch_keeps_unseen_samples():
+    strategy = STRATEGIES["infobatch"](100, seed=0)
+    strategy.observe(torch.arange(50), torch.rand(50))
+    plan = strategy.plan_epoch(1, _controller(), dense=False)
+    assert set(range(50, 100)) <= set(plan.indices.tolist())

@@ -81,15 +81,59 @@ def test_nan_in_an_unselected_sample_does_not_reach_the_gradient():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_scoring_pass_leaves_batchnorm_statistics_alone():
+def _bn_model() -> nn.Sequential:
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5))
-    x, _ = _batch()
-    model(x)  # materialise the lazy layer
-    before = copy.deepcopy(model[1].state_dict())
-    _score(model, x, SETTINGS)
+    model(_batch()[0])  # materialise the lazy layer
+    model[1].reset_running_stats()
+    return model
+
+
+def test_scores_are_train_mode_significance_like_the_warm_up_calibration():
+    """The threshold is calibrated on train-mode scores in dense epochs; the scoring pass
+    of a sparse step must produce scores on that scale, not eval-mode ones."""
+    from astray.sparse import significance
+
+    model = _bn_model()
+    x, y = _batch()
+    with torch.no_grad():
+        calibrated = significance(copy.deepcopy(model).train()(x), y, SETTINGS.entropy_weight)
+    scored = significance(_score(model, x, SETTINGS), y, SETTINGS.entropy_weight)
+    torch.testing.assert_close(scored, calibrated)
     assert model.training
-    for k, v in model[1].state_dict().items():
-        torch.testing.assert_close(v, before[k])
+
+
+def test_batchnorm_statistics_come_from_the_whole_batch_not_the_subset():
+    """In a reforward step the scoring pass updates the running statistics from every
+    loaded sample; the training forward on the (biased) subset leaves them alone."""
+    model = _bn_model()
+    x, y = _batch()
+    x[[1, 4, 7, 9]] += 3.0  # the selected samples look different from the batch
+    expected = copy.deepcopy(model)
+    with torch.no_grad():
+        expected(x)  # one momentum update from the whole batch
+    train_step(model, x, y, torch.ones(12), FixedSelection([1, 4, 7, 9]), _controller(), SETTINGS,
+               sparse=True, progress=1.0)
+    torch.testing.assert_close(model[1].running_mean, expected[1].running_mean)
+    torch.testing.assert_close(model[1].running_var, expected[1].running_var)
+    assert model[1].momentum == 0.1  # restored after the subset forward
+
+
+def test_optimizer_step_divides_by_the_weight_sum_not_the_count():
+    """Randomly kept samples carry weight 1/p: the step is the weighted *mean* gradient."""
+    model = tiny_mlp()
+    x, y = _batch()
+    w = torch.ones(12)
+    w[::3] = 20.0  # keep probability 0.05
+    before = [p.detach().clone() for p in model.parameters()]
+    ref = copy.deepcopy(model)
+    (F.cross_entropy(ref(x), y, reduction="none") * w).sum().div(w.sum()).backward()
+    s = train_step(model, x, y, w, DenseSelection(12), _controller(), SETTINGS, sparse=True, progress=1.0)
+    assert s.global_weight == pytest.approx(float(w.sum()))
+    optimizer_step(model, torch.optim.SGD(model.parameters(), lr=1.0), SETTINGS, s.global_active, 0.0,
+                   s.global_weight)
+    for p, b, r in zip(model.parameters(), before, ref.parameters()):
+        torch.testing.assert_close(b - p.detach(), r.grad, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("optimizer_cls", [torch.optim.AdamW, torch.optim.SGD])
