@@ -103,7 +103,7 @@ class ASTConfig:
     warmup_epochs: int = 1  # dense epochs first (they calibrate threshold and scores)
     min_active_fraction: float = 0.05  # per-step floor, filled by top-k significance
     stale_keep_prob: float = 0.0  # stale: keep a below-threshold sample with this prob. (weight 1/p)
-    stale_max_age: int = 3  # stale: a sample unscored for this many epochs is kept (0 = no bound)
+    stale_max_age: int = 5  # stale: a sample unscored for this many epochs is kept (0 = no bound)
     final_dense_fraction: float = 0.0  # train dense for this last share of epochs
     bn_recalibration_samples: int = 1024  # after each sparse epoch, re-estimate BatchNorm statistics
     #                                       from this many random training samples; 0 = off

@@ -155,7 +155,8 @@ class StaleSelection(ScoreTable):
     so the epoch's gradient stays unbiased in expectation and low scores get refreshed.
     A sample whose score is ``max_age`` epochs old or older is kept whatever its score:
     a score measured on much older weights says little about the sample now, and no
-    sample may go untrained for ever (0 = no bound).
+    sample may go untrained for ever (0 = no bound). The controller is not fed these
+    forced refreshes (see ``plan_epoch``).
 
     The controller is stepped while the plan is built: the epoch's permutation is
     walked in windows of ``window`` candidates (one global batch), each window's
@@ -188,17 +189,23 @@ class StaleSelection(ScoreTable):
         n_windows = math.ceil(self.dataset_size / self.window)
         for w in range(n_windows):
             idx = perm[w * self.window:(w + 1) * self.window]
-            sig = self.scores[idx]
-            chosen = overdue[idx].clone()
-            chosen[select_active(sig, controller.threshold, self.min_active_fraction)] = True
+            forced = overdue[idx]
+            chosen = torch.zeros(idx.numel(), dtype=torch.bool)
+            chosen[select_active(self.scores[idx], controller.threshold, self.min_active_fraction)] = True
             weight = torch.ones(idx.numel())
             if self.keep_prob > 0:
                 lucky = ~chosen & (coins[idx] < self.keep_prob)
                 weight[lucky] = 1.0 / self.keep_prob
                 chosen |= lucky
+            # The controller holds the share that scores select among the samples free to
+            # be selected; overdue refreshes come on top (their share is in the epoch's
+            # realised activation), so a burst of them cannot wind the threshold up.
+            free = ~forced
+            controller.update(int((chosen & free).sum()), int(free.sum()), epoch + w / n_windows)
+            chosen |= forced
+            weight[forced & (weight != 1.0)] = 1.0  # a forced sample was not kept by chance
             kept.append(idx[chosen])
             weights.append(weight[chosen])
-            controller.update(int(chosen.sum()), idx.numel(), epoch + w / n_windows)
         return EpochPlan(torch.cat(kept), torch.cat(weights), self.dataset_size)
 
 

@@ -408,3 +408,14 @@ def test_infobatch_keeps_unseen_samples():
     strategy.observe(torch.arange(50), torch.rand(50))
     plan = strategy.plan_epoch(1, _controller(), dense=False)
     assert set(range(50, 100)) <= set(plan.indices.tolist())
+
+
+def test_stale_forced_refreshes_do_not_wind_up_the_controller():
+    n = 400
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=100, max_age=2)
+    strategy.plan_epoch(0, _controller(), dense=True)
+    strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
+    controller = _controller(initial_threshold=0.7)
+    plan = strategy.plan_epoch(2, controller, dense=False)  # every score is overdue
+    assert plan.indices.numel() == n
+    assert controller.updates == 0 or controller.threshold < 1.0  # no wind-up toward max_threshold

@@ -1,0 +1,229 @@
+"""Accuracy at a matched budget: does AST beat simply training less, and random subsets?
+
+Every arm trains on real Fashion-MNIST (the original IDX files; ``apt-get install
+dataset-fashion-mnist``) through the real engine (``astray.engine.trainer.run``), with
+several seeds:
+
+- ``dense``: the full epoch budget — the reference every ratio is taken against;
+- ``dense 1/2``, ``dense 1/3``: training less (fewer epochs, the cosine schedule over
+  each arm's own epochs, as a user running a shorter job would);
+- ``random``, ``stale``, ``reforward`` at activation 0.3 and 0.5, and ``infobatch`` at two
+  prune ratios r (its activation follows the losses; the table shows what it realised).
+
+Per arm: mean ± standard deviation over seeds of the best and the final val_acc, and
+training FLOPs, train time and energy as ratios to dense at the full budget (warm-up and
+BatchNorm recalibration included). Energy is the run's meter: ``model`` (seconds ×
+watts, an estimate) on a CPU machine without RAPL, ``nvml`` on a GPU.
+
+A second, short part (``--quickstart``, on by default) trains the quickstart digits with
+``model.name=resnet18`` for 6 epochs at target 0.3 (2 seeds): dense, reforward, stale.
+
+Results go to ``benchmarks/results/accuracy_at_budget.json`` after every run, so an
+interrupted benchmark keeps what it finished and ``--resume`` skips it.
+
+    python benchmarks/accuracy_at_budget.py                 # CPU: ~10k-image subset, tiny ResNet
+    python benchmarks/accuracy_at_budget.py --subset 0 --model resnet18 --epochs 15   # a GPU: full data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from astray.config.load import load_config  # noqa: E402
+from astray.engine.trainer import run  # noqa: E402
+from astray.sweep.provenance import git_commit, hardware, library_versions  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "accuracy_at_budget.json"
+AST_STRATEGIES = ("stale", "reforward", "infobatch")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    strategy: str
+    epochs_share: float = 1.0  # of the epoch budget
+    overrides: dict = field(default_factory=dict)
+
+
+def fashion_arms() -> list[Arm]:
+    arms = [Arm("dense", "dense"), Arm("dense 1/2", "dense", 0.5), Arm("dense 1/3", "dense", 1 / 3)]
+    for a in (0.3, 0.5):
+        for strategy in ("random", "stale", "reforward"):
+            arms.append(Arm(f"{strategy} a={a}", strategy, overrides={"ast.target_activation": a}))
+    for r in (0.5, 0.8):
+        arms.append(Arm(f"infobatch r={r}", "infobatch", overrides={"ast.infobatch_prune_ratio": r}))
+    return arms
+
+
+def quickstart_arms() -> list[Arm]:
+    return [Arm("dense", "dense"), Arm("reforward a=0.3", "reforward", overrides={"ast.target_activation": 0.3}),
+            Arm("stale a=0.3", "stale", overrides={"ast.target_activation": 0.3})]
+
+
+def train_once(config: str, base: list[str], arm: Arm, epochs: int, seed: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="astray-bench-") as tmp:
+        arm_epochs = max(1, round(epochs * arm.epochs_share))
+        overrides = base + [f"ast.strategy={arm.strategy}", f"training.epochs={arm_epochs}",
+                            f"training.seed={seed}", f"logging.output_dir={tmp}/run"]
+        overrides += [f"{k}={v}" for k, v in arm.overrides.items()]
+        t0 = time.perf_counter()
+        rows = run(load_config(REPO / config, overrides)).rows
+        sparse = [r for r in rows if r["strategy"] != "dense"]
+        return {
+            "arm": arm.name, "seed": seed, "epochs": arm_epochs,
+            "best_val_acc": max(r["val_acc"] for r in rows), "final_val_acc": rows[-1]["val_acc"],
+            "flops": sum(r["flops"] for r in rows), "train_time_s": sum(r["train_time_s"] for r in rows),
+            "energy_j": sum(r["energy_j"] for r in rows), "energy_source": rows[-1]["energy_source"],
+            "sparse_activation": (statistics.fmean(r["activation_rate"] for r in sparse) if sparse else 1.0),
+            "wall_s": time.perf_counter() - t0,
+        }
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
+
+
+def summarise(runs: list[dict], arms: list[Arm]) -> list[dict]:
+    ref = [r for r in runs if r["arm"] == "dense"]
+    ref_flops = statistics.fmean(r["flops"] for r in ref)
+    ref_time = statistics.fmean(r["train_time_s"] for r in ref)
+    ref_energy = statistics.fmean(r["energy_j"] for r in ref)
+    out = []
+    for arm in arms:
+        rs = [r for r in runs if r["arm"] == arm.name]
+        if not rs:
+            continue
+        row = {"arm": arm.name, "strategy": arm.strategy, "seeds": len(rs), "epochs": rs[0]["epochs"],
+               "energy_source": rs[0]["energy_source"]}
+        for key in ("best_val_acc", "final_val_acc", "sparse_activation"):
+            row[key], row[key + "_sd"] = _mean_sd([r[key] for r in rs])
+        row["flops_ratio"], row["flops_ratio_sd"] = _mean_sd([r["flops"] / ref_flops for r in rs])
+        row["time_ratio"], row["time_ratio_sd"] = _mean_sd([r["train_time_s"] / ref_time for r in rs])
+        row["energy_ratio"], row["energy_ratio_sd"] = _mean_sd([r["energy_j"] / ref_energy for r in rs])
+        out.append(row)
+    return out
+
+
+def judge(table: list[dict], metric: str = "final_val_acc") -> list[dict]:
+    """The targets, one verdict per AST arm that costs at most half of dense's FLOPs."""
+    dense = next(r for r in table if r["arm"] == "dense")
+    cheap = [r for r in table if r["strategy"] in ("random", "dense") and r["arm"] != "dense"]
+    verdicts = []
+    for r in table:
+        if r["strategy"] not in AST_STRATEGIES:
+            continue
+        # The rivals at the same cost: random and "dense for fewer epochs" nearest in FLOPs.
+        rivals = {}
+        for kind in ("random", "dense"):
+            pool = [c for c in cheap if c["strategy"] == kind]
+            if pool:
+                rivals[kind] = min(pool, key=lambda c: abs(c["flops_ratio"] - r["flops_ratio"]))
+        gap = (dense[metric] - r[metric]) * 100
+        beats = {k: (r[metric] - c[metric]) > (c[metric + "_sd"] if not math.isnan(c[metric + "_sd"]) else 0.0)
+                 for k, c in rivals.items()}
+        verdicts.append({"arm": r["arm"], "flops_ratio": r["flops_ratio"], "points_below_dense": gap,
+                         "within_0.3_points": gap <= 0.3, "flops_at_most_half": r["flops_ratio"] <= 0.5,
+                         "rivals": {k: c["arm"] for k, c in rivals.items()}, "beats_rival_by_more_than_sd": beats,
+                         "meets_target": gap <= 0.3 and r["flops_ratio"] <= 0.5 and all(beats.values())})
+    return verdicts
+
+
+def print_table(title: str, table: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'arm':<18} {'epochs':>6} {'best val_acc':>16} {'final val_acc':>16} {'FLOPs':>12} "
+          f"{'time':>12} {'energy':>12} {'activation':>11}")
+    for r in table:
+        def pm(key: str, scale: float = 1.0, digits: int = 4) -> str:
+            sd = r[key + "_sd"]
+            return f"{r[key] * scale:.{digits}f}±{'nan' if math.isnan(sd) else f'{sd * scale:.{digits}f}'}"
+        print(f"{r['arm']:<18} {r['epochs']:>6} {pm('best_val_acc'):>16} {pm('final_val_acc'):>16} "
+              f"{pm('flops_ratio', digits=3):>12} {pm('time_ratio', digits=3):>12} {pm('energy_ratio', digits=3):>12} "
+              f"{r['sparse_activation']:>11.3f}")
+    print(f"ratios to dense at the full budget; energy source: {table[0]['energy_source']}; mean±sd over seeds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=10, help="the full epoch budget (dense)")
+    p.add_argument("--subset", type=int, default=10000, help="stratified training subset; 0 = all 60,000")
+    p.add_argument("--model", default="test_resnet")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-quickstart", action="store_true", help="skip the resnet18 quickstart part")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in the JSON file")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "out")}
+    done: list[dict] = []
+    if args.resume and args.out.exists():
+        saved = json.loads(args.out.read_text())
+        if saved.get("settings") == settings:
+            done = saved.get("runs", [])
+    record = {"settings": settings, "git_commit": git_commit(), "hardware": hardware(),
+              "libraries": library_versions(), "command": " ".join(sys.argv), "runs": done}
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(args.out)
+
+    fashion = ("configs/fashion.yaml", [f"model.name={args.model}", f"dataset.train_subset={args.subset}",
+                                        f"dataset.root={args.root}", f"training.batch_size={args.batch_size}",
+                                        f"training.device={args.device}", "energy.meter=auto"])
+    quick = ("configs/quickstart.yaml", ["model.name=resnet18", f"training.device={args.device}"])
+    parts = [("fashion", fashion, fashion_arms(), args.epochs, args.seeds)]
+    if not args.no_quickstart:
+        parts.append(("quickstart", quick, quickstart_arms(), 6, 2))
+    started = time.perf_counter()
+    for part, (config, base), arms, epochs, seeds in parts:
+        for seed in range(seeds):
+            for arm in arms:
+                if any(r["part"] == part and r["arm"] == arm.name and r["seed"] == seed for r in record["runs"]):
+                    continue
+                result = train_once(config, base, arm, epochs, seed)
+                record["runs"].append({"part": part, **result})
+                save()
+                print(f"[{time.perf_counter() - started:7.0f} s] {part} {arm.name} seed {seed}: "
+                      f"final val_acc {result['final_val_acc']:.4f}, {result['wall_s']:.0f} s", flush=True)
+    for part, _, arms, _, _ in parts:
+        table = summarise([r for r in record["runs"] if r["part"] == part], arms)
+        record[f"{part}_table"] = table
+        print_table(f"{part}: {'Fashion-MNIST' if part == 'fashion' else 'quickstart digits, resnet18, 6 epochs'}",
+                    table)
+    record["fashion_targets"] = judge(record["fashion_table"])
+    if "quickstart_table" in record:
+        qt = {r["arm"]: r for r in record["quickstart_table"]}
+        record["quickstart_targets"] = {
+            arm: {"points_below_dense": (qt["dense"]["final_val_acc"] - qt[arm]["final_val_acc"]) * 100,
+                  "within_1_point": (qt["dense"]["final_val_acc"] - qt[arm]["final_val_acc"]) * 100 <= 1.0}
+            for arm in ("reforward a=0.3", "stale a=0.3")}
+    save()
+    print("\ntargets (final val_acc):")
+    for v in record["fashion_targets"]:
+        print(f"  {v['arm']:<18} FLOPs {v['flops_ratio']:.3f}, {v['points_below_dense']:+.2f} points below dense, "
+              f"beats {v['rivals']} by more than their sd: {v['beats_rival_by_more_than_sd']} -> "
+              f"{'MET' if v['meets_target'] else 'missed'}")
+    for arm, v in record.get("quickstart_targets", {}).items():
+        print(f"  quickstart {arm}: {v['points_below_dense']:+.2f} points below dense -> "
+              f"{'MET' if v['within_1_point'] else 'missed'}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
