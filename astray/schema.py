@@ -63,6 +63,12 @@ ENERGY_SOURCES: dict[str, str] = {
 }
 
 
+# energy_scope values: what the meter's reading covers (docs/design.md §5).
+SCOPE_PROCESS = "process"  # the model estimate: this process's seconds x watts
+SCOPE_DEVICE = "device"  # a whole device this trial had to itself
+SCOPE_DEVICE_SHARED = "device-shared"  # a whole device other jobs used at the same time
+
+
 # ------------------------------------------------------------------ objectives
 @dataclass(frozen=True)
 class Objective:

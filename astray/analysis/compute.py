@@ -11,9 +11,11 @@ documented once:
   strictly better on one. Equal points (duplicates) are all on the front; a point equal on
   one objective and worse on another is dominated.
 - **Energy sources.** Energy estimated by a model (``model``) and measured (``nvml``,
-  ``rapl``) are never put on one axis: when an energy objective is used and the trials
-  (of one sweep or of the sweeps compared) carry several sources, the analysis is split
-  into one group per source, each with its own fronts, reference point and hypervolume.
+  ``rapl``) are never put on one axis, and neither are readings of a device the trial had
+  to itself and of one other jobs shared (``energy_scope: device-shared``): when an energy
+  objective is used and the trials (of one sweep or of the sweeps compared) carry several
+  such axes, the analysis is split into one group per axis, each with its own fronts,
+  reference point and hypervolume.
 - **Reference point** (per group, shared by every sweep in it so their hypervolumes
   compare): a minimised objective takes 1.1 × the dense baseline's value (the largest
   over the baselines compared; without a usable baseline, the worst finished value); a
@@ -25,7 +27,8 @@ documented once:
   holds the hypervolume of the good trials among the first k.
 - **Savings** of a completed trial against its own sweep's completed baseline: energy,
   FLOPs and time as fractions ``1 − trial/baseline``, accuracy as ``val_acc`` difference
-  in percentage points. Energy saving is NaN when the two have different energy sources.
+  in percentage points. Energy saving is NaN when the two have different energy sources,
+  or one was read on a shared device and the other not.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def savings_against(trial: TrialRecord, baseline: TrialRecord) -> Savings:
         b = baseline.metrics[metric]
         return 1.0 - trial.metrics[metric] / b if b and math.isfinite(b) else math.nan
 
-    comparable = trial.energy_source == baseline.energy_source
+    comparable = trial.energy_axis == baseline.energy_axis
     return Savings(
         sweep=trial.sweep, trial_id=trial.trial_id,
         energy=saving("energy_j") if comparable else math.nan,
@@ -185,19 +188,19 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
     notes: list[str] = []
 
     energy_axis = any(o.metric in ENERGY_METRICS for o in objectives)
-    sources = sorted({t.energy_source or "unknown" for s in summaries for t in s.good})
-    split = energy_axis and len(sources) > 1
+    axes = sorted({t.energy_axis for s in summaries for t in s.good})
+    split = energy_axis and len(axes) > 1
     if split:
-        per = ", ".join(f"{src}: {sum((t.energy_source or 'unknown') == src for s in summaries for t in s.good)} trials"
-                        for src in sources)
-        notes.append(f"energy comes from different sources ({per}); they are never put on one axis, "
-                     "so fronts, reference points and hypervolumes are computed per source")
-    keys: list[str | None] = list(sources) if split else [None]
+        per = ", ".join(f"{ax}: {sum(t.energy_axis == ax for s in summaries for t in s.good)} trials" for ax in axes)
+        notes.append(f"energy comes from different sources or from devices shared with other jobs ({per}); "
+                     "they are never put on one axis, so fronts, reference points and hypervolumes are "
+                     "computed per group")
+    keys: list[str | None] = list(axes) if split else [None]
 
     groups = []
     for key in keys:
         def member(t: TrialRecord) -> bool:
-            return key is None or (t.energy_source or "unknown") == key
+            return key is None or t.energy_axis == key
 
         pts = {s.name: [t for t in s.good if member(t)] for s in summaries}
         observed = [t.values(objectives) for ps in pts.values() for t in ps]
@@ -217,8 +220,9 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
             combined = Front("combined", tuple(every), front,
                              hypervolume([t.values(objectives) for t in front], reference, maximize), ())
         group_sources = {t.energy_source for ps in pts.values() for t in ps}
+        shared = bool(key) and key.endswith("(device-shared)")
         groups.append(Group(next(iter(group_sources)) if len(group_sources) == 1 else None,
-                            reference, rule, tuple(fronts), combined))
+                            reference, rule, tuple(fronts), combined, shared))
 
     if any(t.ended_at is None for s in summaries for t in s.trials if t.status in TERMINAL_STATUSES):
         notes.append("some finished trials have no ended_at: the hypervolume curve orders them by trial order")

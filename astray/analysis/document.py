@@ -90,7 +90,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
     b.append(Paragraph("Unfinished (running/retrying), failed (diverged/error) and completed trials with a "
                    "NaN objective are left out of fronts and hypervolumes and counted above."))
     for g in a.groups:
-        head = "Front" + (f" — energy source {g.energy_source}" if a.split_by_energy_source else "")
+        head = "Front" + (f" — energy source {g.energy_label}" if a.split_by_energy_source else "")
         b.append(Heading(2, head))
         ref = ", ".join(f"{o.metric} = {r:.6g}" for o, r in zip(a.objectives, g.reference))
         b.append(Paragraph(f"Hypervolume reference point: {ref} ({g.reference_rule})."))
@@ -123,7 +123,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
                        "Saving = 1 − trial / baseline; accuracy as the val_acc difference in percentage points."
                        + (f" {s.baseline_note}." if s.baseline_note else "")))
         rows = [[sv.trial_id + (" ★" if (sv.sweep, sv.trial_id) in on_front else ""),
-                 pct(sv.energy) if sv.energy_comparable else "— (other energy source)",
+                 pct(sv.energy) if sv.energy_comparable else "— (other energy source or device sharing)",
                  pct(sv.flops), pct(sv.time), f"{sv.val_acc_points:+.2f} pt"]
                 for sv in sorted(s.savings, key=lambda v: (math.isnan(v.energy), -v.energy, v.trial_id))]
         b.append(Table(["trial (★ on a front)", "energy saving", "FLOPs saving", "time saving",

@@ -97,7 +97,7 @@ def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
         ax.legend(loc="best", fontsize=8, framealpha=0.85)
     title = "Pareto front: " + ", ".join(f.label for f in g.fronts if f.points or not a.split_by_energy_source)
     if a.split_by_energy_source:
-        title += f"\nenergy source {g.energy_source} only"
+        title += f"\nenergy source {g.energy_label} only"
     if len(a.objectives) > 2:
         title += f"\n({len(a.objectives)}-objective front, projected on two)"
     ax.set_title(title, fontsize=10)
@@ -176,7 +176,7 @@ def hypervolume_figure(a: Analysis) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(hv_label(a.objectives))
         ref = ", ".join(f"{o.metric}={r:.4g}" for o, r in zip(a.objectives, g.reference))
-        src = f"energy source {g.energy_source}; " if a.split_by_energy_source else ""
+        src = f"energy source {g.energy_label}; " if a.split_by_energy_source else ""
         ax.set_title(f"{src}reference ({ref})", fontsize=10)
         ax.grid(alpha=0.3)
         if any(f.curve for f in g.fronts):

@@ -18,6 +18,8 @@ def axis_label(o: Objective, group: Group) -> str:
     if o.metric == "energy_j":
         src = group.energy_source
         label += f" ({ENERGY_SOURCES.get(src, src)})" if src else " (source unknown)"
+        if group.energy_shared:
+            label += ", device shared with other jobs"
     return f"{label} {'↑' if o.maximize else '↓'} better"
 
 

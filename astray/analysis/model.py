@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from astray.schema import FAILED_STATUSES, Objective
+from astray.schema import FAILED_STATUSES, SCOPE_DEVICE_SHARED, Objective
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -25,10 +25,18 @@ class TrialRecord:
     order: int  # position in the store (file order), the fallback for ended_at
     target_activation: float | None  # ast.target_activation from config_json
     strategy: str | None  # ast.strategy from config_json (the baseline: dense)
+    energy_scope: str | None = None  # process | device | device-shared (astray.schema)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.sweep, self.trial_id)
+
+    @property
+    def energy_axis(self) -> str:
+        """Which energy axis the trial may share: its source, and whether the metered
+        device also served other jobs (a shared reading is never set against an exclusive one)."""
+        shared = " (device-shared)" if self.energy_scope == SCOPE_DEVICE_SHARED else ""
+        return f"{self.energy_source or 'unknown'}{shared}"
 
     def values(self, objectives: Sequence[Objective]) -> tuple[float, ...]:
         return tuple(self.metrics.get(o.metric, math.nan) for o in objectives)
@@ -69,7 +77,7 @@ class Savings:
 
     sweep: str
     trial_id: str
-    energy: float  # 1 − energy_j / baseline energy_j; NaN when the energy sources differ
+    energy: float  # 1 − energy_j / baseline energy_j; NaN when the energy axes (source, sharing) differ
     flops: float  # 1 − flops / baseline flops
     time: float  # 1 − time_s / baseline time_s
     val_acc_points: float  # (val_acc − baseline val_acc) × 100
@@ -89,13 +97,20 @@ class Front:
 
 @dataclass(frozen=True)
 class Group:
-    """Trials whose objectives may share axes (one energy source, when energy is an objective)."""
+    """Trials whose objectives may share axes (one energy source, and exclusive or shared
+    devices apart, when energy is an objective)."""
 
     energy_source: str | None  # the one source of its points; None if mixed (energy no objective) or none
     reference: tuple[float, ...]
     reference_rule: str
     fronts: tuple[Front, ...]  # one per sweep, in the order given
     combined: Front | None  # over all sweeps; None for a single sweep
+    energy_shared: bool = False  # its energy was read on devices other jobs used too
+
+    @property
+    def energy_label(self) -> str:
+        """``nvml``, or ``nvml (device-shared)``: how the group is named in the report."""
+        return f"{self.energy_source}{' (device-shared)' if self.energy_shared else ''}"
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[st
         is_baseline=bool(row.get(BASELINE_FLAG)),
         metrics={m: _float(row.get(m)) for m in METRIC_COLUMNS},
         energy_source=row.get("energy_source"),
+        energy_scope=row.get("energy_scope"),
         params={k: row.get(k) for k in searched if k in row},
         error=row.get("error"),
         ended_at=None if ended is None or math.isnan(ended) else float(ended),

@@ -48,7 +48,7 @@ def summary_lines(a: Analysis) -> list[str]:
         lines.append(f"[astray] {s.name}: {len(s.trials)} trials, {len(s.good)} good, "
                      f"excluded: {excluded}" + (f"; {s.baseline_note}" if s.baseline_note else ""))
     for g in a.groups:
-        src = f"[{g.energy_source}] " if a.split_by_energy_source else ""
+        src = f"[{g.energy_label}] " if a.split_by_energy_source else ""
         for f in list(g.fronts) + ([g.combined] if g.combined else []):
             lines.append(f"[astray] {src}front of {f.label}: {len(f.front)} of {len(f.points)} trials "
                          f"({', '.join(t.trial_id for t in f.front) or 'none'}), "

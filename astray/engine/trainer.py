@@ -41,6 +41,7 @@ from astray.engine.state import (
 )
 from astray.engine.step import StepSettings, optimizer_step, train_step
 from astray.errors import ConfigError, TrainingDiverged
+from astray.schema import SCOPE_DEVICE, SCOPE_DEVICE_SHARED, SCOPE_PROCESS
 from astray.sparse import PIController, create_strategy
 
 # report(row, output_dir): called on every rank after each epoch, once the primary has
@@ -138,8 +139,8 @@ class Trainer:
         self.strategy = create_strategy(a, len(self.data.train), t.seed, t.batch_size * self.world)
         self.controller = PIController.from_config(a)
         self.meter = create_meter(cfg.energy, device)
-        self.energy_scope = ("process" if self.meter.source == "model"
-                             else "device-shared" if cfg.energy.device_shared else "device")
+        self.energy_scope = (SCOPE_PROCESS if self.meter.source == "model"
+                             else SCOPE_DEVICE_SHARED if cfg.energy.device_shared else SCOPE_DEVICE)
         self.idle_w = 0.0
         if cfg.energy.subtract_idle and self.meter.source == "model":
             raise ConfigError("energy.subtract_idle=true needs a measured meter (nvml, rapl); "

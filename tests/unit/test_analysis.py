@@ -212,6 +212,32 @@ def test_mixed_energy_sources_are_split_never_on_one_axis():
     assert len(no_energy.groups) == 1 and not no_energy.split_by_energy_source
 
 
+def test_device_shared_readings_are_grouped_apart_and_give_no_energy_saving():
+    """Same meter, but one reading covered a device other trials used at the same time."""
+    rows = [trial_row("base", 0.9, 100.0, is_baseline=True, energy_source="rapl", energy_scope="device"),
+            trial_row("x1", 0.88, 40.0, energy_source="rapl", energy_scope="device"),
+            trial_row("s1", 0.89, 20.0, energy_source="rapl", energy_scope="device-shared"),
+            trial_row("s2", 0.80, 10.0, energy_source="rapl", energy_scope="device-shared")]
+    analysis = analyze([sweep_from_rows("a", rows)], ACC_ENERGY)
+    assert analysis.split_by_energy_source
+    assert [(g.energy_source, g.energy_shared) for g in analysis.groups] == [("rapl", False), ("rapl", True)]
+    exclusive, shared = analysis.groups
+    assert {t.trial_id for t in exclusive.fronts[0].front} == {"base", "x1"}
+    assert {t.trial_id for t in shared.fronts[0].front} == {"s1", "s2"}  # s1 does not "dominate" x1
+    savings = {sv.trial_id: sv for sv in analysis.sweeps[0].savings}
+    assert savings["x1"].energy == pytest.approx(0.6) and savings["x1"].energy_comparable
+    assert math.isnan(savings["s1"].energy) and not savings["s1"].energy_comparable
+    assert savings["s1"].flops == pytest.approx(0.0)  # FLOPs and time still compare
+    assert shared.energy_label == "rapl (device-shared)"
+    assert any("shared with other jobs" in n for n in analysis.notes)
+
+
+def test_one_scope_throughout_is_not_split():
+    rows = [trial_row("base", 0.9, 100.0, is_baseline=True, energy_scope="process"),
+            trial_row("x1", 0.88, 40.0, energy_scope="process")]
+    assert not analyze([sweep_from_rows("a", rows)], ACC_ENERGY).split_by_energy_source
+
+
 def test_comparison_fronts_share_one_reference_and_the_combined_front_dominates():
     a = sweep_from_rows("a", [trial_row("ba", 0.9, 100.0, is_baseline=True), trial_row("a1", 0.85, 40.0)])
     b = sweep_from_rows("b", [trial_row("bb", 0.9, 120.0, is_baseline=True), trial_row("b1", 0.88, 45.0)])

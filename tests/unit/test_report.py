@@ -93,6 +93,18 @@ def test_report_of_a_sweep_still_running(tmp_path, capsys):
     assert "+60.0 %" in md  # t1's energy saving against the baseline (40 J vs 100 J)
 
 
+def test_a_sweep_with_shared_and_exclusive_devices_reports_them_apart(tmp_path, capsys):
+    rows = [dict(r, energy_scope="device-shared" if r["trial_id"] in ("t2", "t3") else "device")
+            for r in sweep_rows()[:4]]
+    root = build_store(tmp_path / "s", rows, source="rapl")
+    assert main([str(root), "--out", str(tmp_path / "rep")]) == 0
+    check_outputs(tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "energy source rapl (device-shared)" in md and "energy source rapl\n" in md
+    assert "other energy source or device sharing" in md
+    assert "[rapl (device-shared)] front" in capsys.readouterr().out
+
+
 def test_comparison_of_two_sweeps_with_different_energy_sources(tmp_path, capsys):
     a = build_store(tmp_path / "a", sweep_rows()[:4])
     b = build_store(tmp_path / "b", [trial_row("base", 0.93, 80.0, is_baseline=True),
