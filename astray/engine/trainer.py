@@ -22,7 +22,7 @@ from astray import __version__
 from astray.config.load import save_config
 from astray.config.run import RunConfig
 from astray.engine import batchnorm, ddp
-from astray.engine.data import build_datasets
+from astray.engine.data import IndexedDataset, build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
 from astray.engine.models import check_model_name, create_model
@@ -131,6 +131,7 @@ class Trainer:
         self.started = time.perf_counter()
 
         self.data = build_datasets(cfg.dataset)
+        self.recalibration_data = IndexedDataset(self.data.train.base, self.data.val.transform)
         model = create_model(cfg.model, self.data.num_classes).to(device)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -276,12 +277,16 @@ class Trainer:
     def recalibrate_batchnorm(self, epoch: int) -> int:
         """Precise BN after a sparse epoch: running statistics from random training samples
         (the same ones on every rank, each rank forwarding its share). Inside the epoch's
-        time and energy window; returns this rank's forwards, counted as executed work."""
+        time and energy window; returns this rank's forwards, counted as executed work.
+
+        The samples go through the *validation* transform: running statistics are used
+        only at evaluation, so they should describe the images evaluation sees (and no
+        augmentation is paid for, nor drawn from the random stream)."""
         n = len(self.data.train)
         gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + epoch + 500_009)
         indices = torch.randperm(n, generator=gen)[: min(n, self.cfg.ast.bn_recalibration_samples)]
         return batchnorm.recalibrate(
-            self.model, self.data.train, indices, self.cfg.training.batch_size,
+            self.model, self.recalibration_data, indices, self.cfg.training.batch_size,
             lambda x: _inputs_to_device(x, self.device, self.cfg.model.channels_last), self.autocast)
 
     @torch.no_grad()
