@@ -117,6 +117,14 @@ class ScoreTable(SelectionStrategy):
         self.scored_epoch = torch.full((dataset_size,), -1, dtype=torch.int64)
         self.epoch = 0  # the epoch being planned and trained: observations are stamped with it
 
+    def _draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's permutation and one uniform coin per sample, from (seed, epoch);
+        observations from now on are stamped with ``epoch``."""
+        self.epoch = epoch
+        gen = _generator(self.seed, epoch)
+        perm = torch.randperm(self.dataset_size, generator=gen)
+        return perm, torch.rand(self.dataset_size, generator=gen)
+
     def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
         indices = indices.cpu()
         self.scores[indices] = sig.detach().float().cpu()
@@ -176,12 +184,9 @@ class StaleSelection(ScoreTable):
         self.max_age = max_age
 
     def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
-        self.epoch = epoch
-        gen = _generator(self.seed, epoch)
-        perm = torch.randperm(self.dataset_size, generator=gen)
+        perm, coins = self._draws(epoch)
         if dense:
             return EpochPlan(perm, None, self.dataset_size)
-        coins = torch.rand(self.dataset_size, generator=gen)
         overdue = torch.zeros(self.dataset_size, dtype=torch.bool)
         if self.max_age > 0:
             overdue = (self.scored_epoch >= 0) & (epoch - self.scored_epoch >= self.max_age)
@@ -244,12 +249,9 @@ class InfoBatchSelection(ScoreTable):
         self.prune_ratio = prune_ratio
 
     def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
-        self.epoch = epoch
-        gen = _generator(self.seed, epoch)
-        perm = torch.randperm(self.dataset_size, generator=gen)
+        perm, coins = self._draws(epoch)
         if dense:
             return EpochPlan(perm, None, self.dataset_size)
-        coins = torch.rand(self.dataset_size, generator=gen)
         scores = self.scores[perm]
         known = torch.isfinite(scores)
         mean = float(scores[known].mean()) if bool(known.any()) else math.inf
