@@ -240,7 +240,7 @@ class Trainer:
             over_time = t.max_minutes > 0 and elapsed > 60 * t.max_minutes
             s = train_step(self.model, x, y, weight_of[idx].to(self.device), self.strategy, self.controller,
                            self.settings, sparse=sparse, progress=progress, stop_requested=over_time,
-                           nonfinite_seen=nonfinite, calibrate=cfg.ast.strategy != "dense")
+                           nonfinite_seen=nonfinite, calibrate=self.strategy.uses_controller)
             if s.diverged:
                 raise self._diverged(f"at epoch {epoch + 1} step {step} (lr {lr_at(cfg, progress, self.world):.3g})")
             nonfinite = self._loss_too_high(s.loss_sum / max(s.loaded, 1))

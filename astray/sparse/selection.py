@@ -79,6 +79,9 @@ class SelectionStrategy:
     #: True when the step first scores the batch without gradients and then runs
     #: forward+backward on the selected subset only.
     scores_before_backward: bool = False
+    #: True when the strategy selects by the PI controller's threshold, so dense epochs
+    #: must calibrate it (one small all-reduce per step under DDP).
+    uses_controller: bool = False
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0) -> None:
         if dataset_size <= 0:
@@ -150,6 +153,7 @@ class DenseSelection(SelectionStrategy):
 class ReforwardSelection(SelectionStrategy):
     name = "reforward"
     scores_before_backward = True
+    uses_controller = True
 
     def select(self, sig: torch.Tensor, threshold: float) -> torch.Tensor:
         return select_active(sig, threshold, self.min_active_fraction)
@@ -174,6 +178,7 @@ class StaleSelection(ScoreTable):
     """
 
     name = "stale"
+    uses_controller = True
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
                  keep_prob: float = ASTConfig.stale_keep_prob, window: int = 256,

@@ -171,3 +171,9 @@ def test_dense_strategy_skips_the_shadow_update():
     train_step(model, x, y, torch.ones(64), DenseSelection(64), controller, SETTINGS, sparse=False, progress=0,
                calibrate=False)
     assert controller.threshold == pytest.approx(1e-3) and controller.updates == 0
+
+
+def test_only_controller_strategies_calibrate_it():
+    from astray.sparse import STRATEGIES
+
+    assert {name for name, cls in STRATEGIES.items() if cls.uses_controller} == {"reforward", "stale"}
