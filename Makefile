@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create .venv, install astray, run the quickstart sweep on the embedded digits data
 #   make test   create .venv, install astray with test extras, run the whole test suite
-# make test-fast runs tests/unit only (no Ray, no process groups; about a minute).
+# make test-fast runs tests/unit only (no Ray, no process groups; about 30 s).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
