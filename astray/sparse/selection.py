@@ -141,9 +141,10 @@ class ScoreTable(SelectionStrategy):
         if scores.numel() != self.dataset_size:
             raise ValueError(f"score table has {scores.numel()} entries, dataset {self.dataset_size}")
         self.scores = scores.clone().float()
-        # A table saved before scores were stamped: treat every seen score as fresh.
-        seen = torch.isfinite(self.scores).long() - 1
-        self.scored_epoch = state.get("scored_epoch", seen).clone().long()
+        # A table saved before scores were stamped has no ages: leave them unknown (-1),
+        # so those scores are never forced back in until the sample is trained again.
+        unknown = torch.full((self.dataset_size,), -1, dtype=torch.int64)
+        self.scored_epoch = state.get("scored_epoch", unknown).clone().long()
 
 
 class DenseSelection(SelectionStrategy):

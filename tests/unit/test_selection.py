@@ -419,3 +419,11 @@ def test_stale_forced_refreshes_do_not_wind_up_the_controller():
     plan = strategy.plan_epoch(2, controller, dense=False)  # every score is overdue
     assert plan.indices.numel() == n
     assert controller.updates == 0 or controller.threshold < 1.0  # no wind-up toward max_threshold
+
+
+def test_stale_table_from_before_score_ages_forces_nothing():
+    n = 100
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=2)
+    strategy.load_state_dict({"scores": torch.full((n,), 1e-4)})  # an older checkpoint: no scored_epoch
+    plan = strategy.plan_epoch(9, _controller(kp=0.0, ki=0.0), dense=False)
+    assert plan.indices.numel() < n
