@@ -28,6 +28,13 @@ TERMINAL_STATUSES = (COMPLETED, DIVERGED, ERROR)
 # and a boolean column of the trials table.
 BASELINE_FLAG = "is_baseline"
 
+# What kind of trial a row is (the ``baseline_kind`` column; docs/design.md §9): a
+# searched configuration, or one of the baselines every sweep can carry.
+KIND_SEARCHED = ""  # a configuration Optuna proposed
+KIND_DENSE = "dense"  # the base config trained dense for a share (``budget``) of its epochs
+KIND_RANDOM = "random"  # the base config trained on uniform random subsets at one activation
+BASELINE_KINDS = (KIND_DENSE, KIND_RANDOM)
+
 
 # ------------------------------------------------------------------ trial metrics
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What a sweep found: Pareto fronts, hypervolumes and savings against the dense baseline.
+"""What a sweep found: Pareto fronts, hypervolumes, savings against the dense baseline, and
+the advantage over simply training less.
 
 Pure computation over typed trial records (``astray.analysis.read`` reads them; the
 figures, the document and ``astray.analysis.report`` render the result). The rules,
@@ -7,6 +8,10 @@ documented once:
 - **Which trials count.** Trials still ``running``/``retrying`` are *unfinished*; ``diverged``
   and ``error`` trials *failed*; a ``completed`` trial with a NaN/inf objective is *nan*.
   All of them are left out of fronts and hypervolumes and counted by reason.
+- **Configurations, not trials, are the points** (docs/design.md §9). A sweep's trials are
+  grouped by (``config_id``, energy axis); a configuration with at least one good replicate
+  is a point at its replicates' means. With one seed per configuration a configuration is
+  its trial, and every number below is what it was per trial.
 - **Ties.** A point dominates another when it is at least as good on every objective and
   strictly better on one. Equal points (duplicates) are all on the front; a point equal on
   one objective and worse on another is dominated.
@@ -17,38 +22,50 @@ documented once:
   such axes, the analysis is split into one group per axis, each with its own fronts,
   reference point and hypervolume.
 - **Reference point** (per group, shared by every sweep in it so their hypervolumes
-  compare): a minimised objective takes 1.1 × the dense baseline's value (the largest
+  compare): a minimised objective takes 1.1 × the dense full-budget baseline's mean (the largest
   over the baselines compared; without a usable baseline, the worst finished value); a
   maximised objective takes 0, the floor of every metric astray records (or, should a
   value be negative, that value minus 10 % of its size). Points not strictly better than
   the reference on every objective contribute nothing.
 - **Hypervolume vs trials finished.** Trials are ordered by ``ended_at`` (trial order
   where it is missing); after the k-th finished trial (any terminal status) the curve
-  holds the hypervolume of the good trials among the first k.
-- **Savings** of a completed trial against its own sweep's completed baseline: energy,
-  FLOPs and time as fractions ``1 − trial/baseline``, accuracy as ``val_acc`` difference
-  in percentage points. Energy saving is NaN when the two have different energy sources,
-  or one was read on a shared device and the other not.
+  holds the hypervolume of the configuration means over the good trials among the first k.
+- **Savings** of a configuration against its own sweep's dense full-budget configuration
+  (its replicate means): energy, FLOPs and time as fractions ``1 − config/baseline``,
+  accuracy as ``val_acc`` difference in percentage points. Energy saving is NaN when the
+  two have different energy sources, or one was read on a shared device and the other not.
+- **Training less** (docs/design.md §9): each sweep's dense configurations, per energy
+  axis, make a frontier; every other configuration's energy saving at equal accuracy and
+  accuracy gain at equal energy are read off it (``astray.analysis.frontier``), never
+  across energy axes. A front configuration whose 95 % intervals overlap those of one it
+  dominates, on every objective it is better on, is *not separable* from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
+from astray.analysis.frontier import advantage, estimate, intervals_overlap, upper_envelope
 from astray.analysis.model import (
+    Advantage,
     Analysis,
+    Configuration,
+    DenseFrontier,
     Exclusion,
     Front,
+    FrontierPoint,
     Group,
+    Headline,
     Savings,
     SweepData,
     SweepSummary,
     TrialRecord,
 )
 from astray.analysis.pareto import dominates, hypervolume, non_dominated
-from astray.analysis.read import check_objectives
+from astray.analysis.read import METRIC_COLUMNS, check_objectives
 from astray.schema import (
     COMPLETED,
     ENERGY_METRICS,
@@ -57,6 +74,9 @@ from astray.schema import (
     UNFINISHED_STATUSES,
     Objective,
 )
+
+# A point of a front: a configuration (what reports use), or a single trial.
+P = TypeVar("P", TrialRecord, Configuration)
 
 EXCLUSION_REASONS = ("unfinished", *FAILED_STATUSES, "nan")
 REFERENCE_MARGIN = 0.1  # minimised objectives: reference = (1 + margin) × anchor value
@@ -75,12 +95,12 @@ def exclusion_reason(trial: TrialRecord, objectives: Sequence[Objective]) -> str
     return None
 
 
-def front_of(points: Sequence[TrialRecord], objectives: Sequence[Objective]) -> tuple[TrialRecord, ...]:
-    """The non-dominated trials, ordered best first objective by objective (ties: trial id)."""
+def front_of(points: Sequence[P], objectives: Sequence[Objective]) -> tuple[P, ...]:
+    """The non-dominated points, ordered best first objective by objective (ties: trial id)."""
     maximize = [o.maximize for o in objectives]
     idx = non_dominated([p.values(objectives) for p in points], maximize)
     chosen = [points[i] for i in idx]
-    def rank(t: TrialRecord) -> tuple:
+    def rank(t: P) -> tuple:
         return tuple(-v if up else v for v, up in zip(t.values(objectives), maximize)), t.sweep, t.trial_id
 
     return tuple(sorted(chosen, key=rank))
@@ -113,8 +133,9 @@ def reference_point(objectives: Sequence[Objective], baselines: Sequence[Sequenc
     return tuple(ref), rule
 
 
-def savings_against(trial: TrialRecord, baseline: TrialRecord) -> Savings:
-    """The trial's measured saving against the baseline (fractions; accuracy in points)."""
+def savings_against(trial: TrialRecord | Configuration, baseline: TrialRecord | Configuration) -> Savings:
+    """The trial's (or configuration's means') measured saving against the baseline
+    (fractions; accuracy in points)."""
     def saving(metric: str) -> float:
         b = baseline.metrics[metric]
         return 1.0 - trial.metrics[metric] / b if b and math.isfinite(b) else math.nan
@@ -126,11 +147,108 @@ def savings_against(trial: TrialRecord, baseline: TrialRecord) -> Savings:
         flops=saving("flops"), time=saving("time_s"),
         val_acc_points=(trial.metrics["val_acc"] - baseline.metrics["val_acc"]) * 100.0,
         energy_comparable=comparable,
+        config_id=trial.config_id if isinstance(trial, Configuration) else trial.configuration,
     )
 
 
+def configurations(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> tuple[Configuration, ...]:
+    """A sweep's trials grouped by (config_id, energy axis), in store order, each with its
+    statistics over its good replicates.
+
+    A replicate with no energy reading yet (no ``energy_source``: it has not finished an
+    epoch) joins its configuration's first axis rather than making an "unknown" one.
+    """
+    axes: dict[str, list[str]] = {}
+    for t in trials:
+        if t.energy_source is not None:
+            seen = axes.setdefault(t.configuration, [])
+            if t.energy_axis not in seen:
+                seen.append(t.energy_axis)
+    grouped: dict[tuple[str, str], list[TrialRecord]] = {}
+    for t in trials:
+        axis = t.energy_axis if t.energy_source is not None else (axes.get(t.configuration) or [t.energy_axis])[0]
+        grouped.setdefault((t.configuration, axis), []).append(t)
+    out = []
+    for (cid, axis), reps in grouped.items():
+        good = tuple(t for t in reps if exclusion_reason(t, objectives) is None)
+        first = reps[0]
+        stats = {m: estimate([t.metrics.get(m, math.nan) for t in good]) for m in METRIC_COLUMNS}
+        out.append(Configuration(first.sweep, cid, axis, first.baseline_kind, first.budget, tuple(reps), good,
+                                 stats))
+    return tuple(out)
+
+
+def dense_frontiers(configs: Sequence[Configuration]) -> tuple[DenseFrontier, ...]:
+    """Per energy axis the configurations use, the dense configurations as frontier points
+    and their upper envelope; without two budgets on an axis there is no frontier."""
+    out = []
+    axes = list(dict.fromkeys(c.energy_axis for c in configs if c.n_good))
+    for axis in axes:
+        dense = [c for c in configs if c.is_dense and c.n_good and c.energy_axis == axis]
+        points = [FrontierPoint(c.stats["energy_j"], c.stats["val_acc"], c.config_id, c.budget) for c in dense]
+        points = sorted((p for p in points if math.isfinite(p.energy.mean) and math.isfinite(p.accuracy.mean)),
+                        key=lambda p: (p.energy.mean, -p.accuracy.mean))
+        where = f" on energy axis {axis}" if len(axes) > 1 else ""
+        budgets = len({p.budget for p in points})  # two runs at one budget are no frontier
+        note = "" if budgets >= 2 else (
+            f"no dense frontier{where}: fewer than 2 dense budgets completed ({budgets})")
+        out.append(DenseFrontier(configs[0].sweep, axis, tuple(points), upper_envelope(points), note))
+    return tuple(out)
+
+
+def advantages(configs: Sequence[Configuration],
+               frontiers: Sequence[DenseFrontier]) -> dict[tuple[str, str], Advantage]:
+    """Every non-dense configuration with a good replicate against the frontier of its own
+    energy axis; never another axis's (docs/design.md §5, §9)."""
+    by_axis = {f.energy_axis: f for f in frontiers}
+    out = {}
+    for c in configs:
+        if c.is_dense or not c.n_good:
+            continue
+        f = by_axis.get(c.energy_axis)
+        if f is None or not f.usable:
+            others = [x.energy_axis for x in frontiers if x.usable]
+            why = f.note if f is not None else f"no dense frontier on energy axis {c.energy_axis}"
+            if others:
+                why += f" (the dense budgets were measured on {', '.join(others)}: never compared across axes)"
+            out[c.key] = Advantage(math.nan, math.nan, math.nan, math.nan, math.nan, c.n_good, why)
+        else:
+            out[c.key] = advantage(c.stats["val_acc"], c.stats["energy_j"], f.envelope)
+    return out
+
+
+def not_separable_from(f: Configuration, points: Sequence[Configuration],
+                       objectives: Sequence[Objective]) -> tuple[Configuration, ...]:
+    """The configurations ``f`` dominates on means but not beyond the 95 % intervals: on
+    every objective where ``f``'s mean is better, the two intervals overlap.
+
+    A single-seed configuration has no interval: it is never compared (() for ``f``
+    itself with one seed; such a ``d`` is skipped).
+    """
+    maximize = [o.maximize for o in objectives]
+    fv = f.values(objectives)
+    if f.n_good < 2:
+        return ()
+    out = []
+    for d in points:
+        dv = d.values(objectives)
+        if d is f or d.n_good < 2 or not dominates(fv, dv, maximize):
+            continue
+        better = [o for o, x, y in zip(objectives, fv, dv) if (x > y if o.maximize else x < y)]
+        if all(intervals_overlap(f.stats[o.metric], d.stats[o.metric]) for o in better):
+            out.append(d)
+    return tuple(out)
+
+
+def _separability(front: Sequence[Configuration], points: Sequence[Configuration],
+                  objectives: Sequence[Objective]) -> Mapping[tuple[str, str], tuple[Configuration, ...]]:
+    marks = {c.key: not_separable_from(c, points, objectives) for c in front}
+    return {k: v for k, v in marks.items() if v}
+
+
 def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective]) -> SweepSummary:
-    """Exclusions by reason, the usable baseline and every completed trial's savings."""
+    """Exclusions by reason, the configurations, the usable baseline, every configuration's
+    savings, the dense frontiers and the advantage over them."""
     good, excluded = [], []
     counts: dict[str, int] = {r: 0 for r in EXCLUSION_REASONS}
     for t in sweep.trials:
@@ -140,39 +258,56 @@ def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective]) -> SweepS
         else:
             excluded.append(Exclusion(t, reason))
             counts[reason] = counts.get(reason, 0) + 1
-    baseline, note = _pick_baseline(sweep.trials)
+    configs = configurations(sweep.trials, objectives)
+    baseline, note = _pick_baseline(configs)
     savings: tuple[Savings, ...] = ()
     if baseline is not None:
-        savings = tuple(savings_against(t, baseline) for t in sweep.trials
-                        if t.status == COMPLETED and not t.is_baseline)
+        savings = tuple(savings_against(c, baseline) for c in configs if c.n_good and c is not baseline)
+    frontiers = dense_frontiers(configs)
     return SweepSummary(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(SweepData)},
                         good=tuple(good), excluded=tuple(excluded), excluded_counts=counts, baseline=baseline,
-                        baseline_note=note, savings=savings)
+                        baseline_note=note, savings=savings, configurations=configs, frontiers=frontiers,
+                        advantages=advantages(configs, frontiers))
 
 
-def _pick_baseline(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:
-    baselines = [t for t in trials if t.is_baseline]
+def _pick_baseline(configs: Sequence[Configuration]) -> tuple[Configuration | None, str]:
+    """The dense full-budget configuration with a good replicate (the first, should there be several)."""
+    baselines = [c for c in configs if c.is_dense_full]
     if not baselines:
         return None, "no dense baseline in this sweep: no savings reported"
-    done = [t for t in baselines if t.status == COMPLETED]
+    done = [c for c in baselines if c.n_good]
     if not done:
-        return None, f"the dense baseline {baselines[0].trial_id} is {baselines[0].status}: no savings reported"
-    note = "" if len(baselines) == 1 else f"{len(baselines)} baseline trials; savings use {done[0].trial_id}"
-    return done[0], note
+        statuses = sorted({t.status for c in baselines for t in c.replicates})
+        state = statuses[0] if len(statuses) == 1 else "not completed (" + ", ".join(statuses) + ")"
+        name = baselines[0].config_id
+        if state == COMPLETED:
+            state = "completed without finite objectives"
+        return None, f"the dense baseline {name} is {state}: no savings reported"
+    if len(baselines) == 1:
+        return done[0], ""
+    return done[0], f"{len(baselines)} dense full-budget configurations; savings use {done[0].config_id}"
 
 
-def _curve(sweep: SweepSummary, members: set[tuple[str, str]], objectives: Sequence[Objective],
+def _curve(sweep: SweepSummary, points: Sequence[Configuration], objectives: Sequence[Objective],
            reference: Sequence[float]) -> tuple[tuple[int, float], ...]:
     maximize = [o.maximize for o in objectives]
+    point_of = {t.key: c.key for c in points for t in c.good}
     finished = sorted((t for t in sweep.trials if t.status in TERMINAL_STATUSES),
                       key=lambda t: (t.ended_at is None, t.ended_at or 0.0, t.order))
+    seen: dict[tuple[str, str], list[tuple[float, ...]]] = {}  # configuration → its good replicates so far
     front: list[tuple[float, ...]] = []
     volume, out = 0.0, []
     for k, t in enumerate(finished, 1):
-        if t.key in members:
+        if t.key in point_of:
+            reps = seen.setdefault(point_of[t.key], [])
+            reps.append(t.values(objectives))
             p = t.values(objectives)
-            # A point that an earlier one dominates or equals adds no volume: skip the recount.
-            if not any(q == p or dominates(q, p, maximize) for q in front):
+            if len(reps) > 1:  # a configuration's mean moved: recount from every mean
+                means = [tuple(math.fsum(col) / len(r) for col in zip(*r)) for r in seen.values()]
+                front = [means[i] for i in non_dominated(means, maximize)]
+                volume = hypervolume(front, reference, maximize)
+            # A new point that an earlier one dominates or equals adds no volume: skip the recount.
+            elif not any(q == p or dominates(q, p, maximize) for q in front):
                 front = [q for q in front if not dominates(p, q, maximize)] + [p]
                 volume = hypervolume(front, reference, maximize)
         out.append((k, volume))
@@ -188,10 +323,11 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
     notes: list[str] = []
 
     energy_axis = any(o.metric in ENERGY_METRICS for o in objectives)
-    axes = sorted({t.energy_axis for s in summaries for t in s.good})
+    configs = [c for s in summaries for c in s.configurations if c.n_good]
+    axes = sorted({c.energy_axis for c in configs})
     split = energy_axis and len(axes) > 1
     if split:
-        per = ", ".join(f"{ax}: {sum(t.energy_axis == ax for s in summaries for t in s.good)} trials" for ax in axes)
+        per = ", ".join(f"{ax}: {sum(c.n_good for c in configs if c.energy_axis == ax)} trials" for ax in axes)
         notes.append(f"energy comes from different sources or from devices shared with other jobs ({per}); "
                      "they are never put on one axis, so fronts, reference points and hypervolumes are "
                      "computed per group")
@@ -199,32 +335,72 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
 
     groups = []
     for key in keys:
-        def member(t: TrialRecord) -> bool:
-            return key is None or t.energy_axis == key
+        def member(c: Configuration) -> bool:
+            return key is None or c.energy_axis == key
 
-        pts = {s.name: [t for t in s.good if member(t)] for s in summaries}
-        observed = [t.values(objectives) for ps in pts.values() for t in ps]
+        pts = {s.name: [c for c in s.configurations if c.n_good and member(c)] for s in summaries}
+        observed = [c.values(objectives) for ps in pts.values() for c in ps]
         baselines = [s.baseline.values(objectives) for s in summaries
-                     if s.baseline is not None and s.baseline.key in {t.key for t in pts[s.name]}]
+                     if s.baseline is not None and s.baseline.key in {c.key for c in pts[s.name]}]
         reference, rule = reference_point(objectives, baselines, observed)
         fronts = []
         for s in summaries:
-            members = {t.key for t in pts[s.name]}
-            curve = _curve(s, members, objectives, reference)
-            fronts.append(Front(s.name, tuple(pts[s.name]), front_of(pts[s.name], objectives),
-                                curve[-1][1] if curve else 0.0, curve))
+            curve = _curve(s, pts[s.name], objectives, reference)
+            front = front_of(pts[s.name], objectives)
+            fronts.append(Front(s.name, tuple(pts[s.name]), front, curve[-1][1] if curve else 0.0, curve,
+                                _separability(front, pts[s.name], objectives)))
         combined = None
         if len(summaries) > 1:
-            every = [t for s in summaries for t in pts[s.name]]
+            every = [c for s in summaries for c in pts[s.name]]
             front = front_of(every, objectives)
             combined = Front("combined", tuple(every), front,
-                             hypervolume([t.values(objectives) for t in front], reference, maximize), ())
-        group_sources = {t.energy_source for ps in pts.values() for t in ps}
+                             hypervolume([c.values(objectives) for c in front], reference, maximize), (),
+                             _separability(front, every, objectives))
+        group_sources = {c.energy_source for ps in pts.values() for c in ps}
         shared = bool(key) and key.endswith("(device-shared)")
         groups.append(Group(next(iter(group_sources)) if len(group_sources) == 1 else None,
                             reference, rule, tuple(fronts), combined, shared))
 
     if any(t.ended_at is None for s in summaries for t in s.trials if t.status in TERMINAL_STATUSES):
         notes.append("some finished trials have no ended_at: the hypervolume curve orders them by trial order")
-    return Analysis(objectives, summaries, tuple(groups), split, tuple(notes))
+    heads = tuple(headline(s, [c for g in groups for f in g.fronts if f.label == s.name for c in f.front])
+                  for s in summaries)
+    return Analysis(objectives, summaries, tuple(groups), split, tuple(notes), heads)
+
+
+def headline(sweep: SweepSummary, front: Sequence[Configuration]) -> Headline:
+    """The searched front configuration that saves the most energy at equal accuracy
+    against training less (its saving may be negative), or why none can be compared."""
+    searched = [c for c in front if not c.is_baseline]
+    if not searched:
+        return Headline(sweep.name, None, None, "no searched configuration is on the front yet")
+    scored = [(sweep.advantages[c.key], c) for c in searched if c.key in sweep.advantages]
+    finite = [(adv, c) for adv, c in scored if math.isfinite(adv.energy_saving)]
+    if finite:
+        adv, best = max(finite, key=lambda ac: ac[0].energy_saving)  # ties: the first on the front
+        return Headline(sweep.name, best, adv, "")
+    axes = {c.energy_axis for c in searched}
+    usable = [f for f in sweep.frontiers if f.energy_axis in axes and f.usable]
+    if not usable:
+        notes = [f.note for f in sweep.frontiers if f.energy_axis in axes and f.note]
+        return Headline(sweep.name, None, None, "; ".join(notes) or "no dense frontier: fewer than 2 dense "
+                        "budgets completed")
+    # Above the frontier's best accuracy at no more energy than that budget: nothing can be
+    # read off the line, but training less cannot reach it at any budget tried.
+    above = []
+    for c in searched:
+        top = next((f.envelope[-1] for f in usable if f.energy_axis == c.energy_axis), None)
+        acc, energy = c.metrics.get("val_acc", math.nan), c.metrics.get("energy_j", math.nan)
+        if top is not None and acc > top.accuracy.mean and energy <= top.energy.mean:
+            above.append((1.0 - energy / top.energy.mean, c, top))
+    if above:
+        saving, c, top = max(above, key=lambda x: (x[0], x[1].metrics["val_acc"]))
+        return Headline(sweep.name, None, None, "", dominates_frontier=(
+            f"{c.config_id} is more accurate than dense at every budget tried (val_acc {c.metrics['val_acc']:.4g} "
+            f"against at most {top.accuracy.mean:.4g}) and uses {100 * saving:.1f}% less energy than that "
+            f"budget ({top.config_id}), so it beats training less by more than the frontier can measure"))
+    ranges = ", ".join(f"{f.envelope[0].accuracy.mean:.4g}..{f.envelope[-1].accuracy.mean:.4g}"
+                       + (f" on {f.energy_axis}" if len(usable) > 1 else "") for f in usable)
+    return Headline(sweep.name, None, None, "every searched front configuration lies outside the dense "
+                    f"frontier's accuracy range ({ranges})")
 

@@ -15,9 +15,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from astray.analysis.compute import EXCLUSION_REASONS
-from astray.analysis.labels import column, fmt, fmt_param, hv_label, pct
-from astray.analysis.model import Analysis
+from astray.analysis.labels import (
+    column,
+    config_name,
+    fmt,
+    fmt_param,
+    gain_text,
+    headline_text,
+    hv_label,
+    kind_label,
+    mean_ci,
+    pct,
+    saving_text,
+    seeds,
+)
+from astray.analysis.model import Analysis, Configuration, Front, SweepSummary
 from astray.schema import BASELINE_FLAG, OBJECTIVE_METRICS
+
+HOW_TO_READ = (
+    "How to read the plot: every point is a configuration at the mean of its good seed replicates; "
+    "with two or more seeds the error bars span the 95 % confidence interval on both axes. The dense "
+    "baseline trained for its whole budget is the gold star; the same dense training cut to a share of the "
+    "epochs is a diamond labelled with that share (dense ×0.5), and the dash-dotted line through the "
+    "diamonds that no cheaper one beats is the dense frontier: what simply training less reaches at each "
+    "energy (hollow diamonds lie below it). Grey triangles are random-subset baselines at the labelled "
+    "activation. A searched configuration above or left of the frontier line beats training less; the "
+    "table above reads both distances off the line, and the numbers on the plot match the key below it "
+    "and the front tables."
+)
 
 
 @dataclass(frozen=True)
@@ -52,23 +77,99 @@ Block = Heading | Paragraph | Bullets | Table | Image
 
 
 def front_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
-    """front.csv: every front shown (per sweep, and combined when several), one row per trial."""
+    """front.csv: every front shown (per sweep, and combined when several), one row per
+    configuration. The metric columns hold replicate means (per trial, as before, with one seed)."""
     searched = list(dict.fromkeys(k for s in a.sweeps for k in s.searched))
     savings = {(sv.sweep, sv.trial_id): sv for s in a.sweeps for sv in s.savings}
+    advantages = {k: adv for s in a.sweeps for k, adv in s.advantages.items()}
     metrics = list(OBJECTIVE_METRICS)
     header = (["front", "sweep", "trial_id", BASELINE_FLAG, "energy_source"] + metrics
-              + ["energy_saving", "flops_saving", "time_saving", "val_acc_diff_points"] + searched)
+              + ["energy_saving", "flops_saving", "time_saving", "val_acc_diff_points"]
+              + ["config_id", "baseline_kind", "budget", "n_good", "n_total", "trial_ids"]
+              + [f"{m}_{x}" for m in metrics for x in ("mean", "ci95")]
+              + ["energy_saving_vs_frontier", "energy_saving_vs_frontier_lo", "energy_saving_vs_frontier_hi",
+                 "acc_gain_vs_frontier_points", "acc_gain_vs_frontier_points_ci95", "not_separable_from"]
+              + searched)
     rows = []
     for g in a.groups:
         for f in list(g.fronts) + ([g.combined] if g.combined else []):
-            for t in f.front:
-                sv = savings.get(t.key)
-                rows.append([f.label, t.sweep, t.trial_id, str(t.is_baseline), t.energy_source or ""]
-                            + [repr(t.metrics[m]) for m in metrics]
+            for c in f.front:
+                sv = savings.get(c.key)
+                adv = advantages.get(c.key)
+                apart = f.not_separable.get(c.key, ())
+                rows.append([f.label, c.sweep, c.trial_id, str(c.is_baseline), c.energy_source or ""]
+                            + [repr(c.metrics[m]) for m in metrics]
                             + ([repr(sv.energy), repr(sv.flops), repr(sv.time), repr(sv.val_acc_points)]
                                if sv else [""] * 4)
-                            + ["" if t.params.get(k) is None else str(t.params.get(k)) for k in searched])
+                            + [c.config_id, c.kind, repr(c.budget), str(c.n_good), str(c.n_total),
+                               ";".join(c.trial_ids)]
+                            + [repr(v) for m in metrics for v in (c.stats[m].mean, c.stats[m].ci95)]
+                            + ([repr(adv.energy_saving), repr(adv.energy_saving_lo), repr(adv.energy_saving_hi),
+                                repr(adv.acc_gain_points), repr(adv.acc_gain_ci95)] if adv else [""] * 5)
+                            + [";".join(config_name(d, f is g.combined) for d in apart)]
+                            + ["" if c.params.get(k) is None else str(c.params.get(k)) for k in searched])
     return header, rows
+
+
+def _name(c: Configuration, multi: bool, with_seeds: bool = True) -> str:
+    """A configuration in a table: its id, what kind of baseline it is, its seeds when repeated."""
+    kind = kind_label(c)
+    reps = f", {c.n_good}/{c.n_total} seeds" if c.n_total > 1 and with_seeds else ""
+    return config_name(c, multi) + (f" ({kind}{reps})" if kind else (f" ({reps[2:]})" if reps else ""))
+
+
+def separability(f: Front, c: Configuration, multi: bool) -> str:
+    """``not separable at 3 seeds from search-0002``, ``single seed: no interval``, or ``separable``."""
+    if c.n_good < 2:
+        return "single seed: no interval"
+    apart = f.not_separable.get(c.key, ())
+    if apart:
+        return f"not separable at {c.n_good} seeds from " + ", ".join(config_name(d, multi) for d in apart)
+    return "separable"
+
+
+def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
+    """One sweep's table: the dense budgets, the searched front configurations, the random baselines."""
+    fronts = [f for g in a.groups for f in g.fronts if f.label == s.name]
+    on_front = {c.key: f for f in fronts for c in f.front}
+    b: list[Block] = []
+    usable = [fr for fr in s.frontiers if fr.usable]
+    for fr in s.frontiers:
+        if not fr.points:
+            continue
+        dense = ", ".join(f"×{p.budget:g}" + ("" if p in fr.envelope else " (below the envelope)")
+                          for p in sorted(fr.points, key=lambda p: p.budget))
+        axis = f" on {fr.energy_axis}" if len(s.frontiers) > 1 else ""
+        b.append(Paragraph(f"Dense frontier{axis}: budgets {dense}; " + (fr.note + "." if fr.note else
+                           "between its points the frontier is a straight line; beyond its cheapest and "
+                           "dearest point (in energy and in accuracy) nothing is read off it.")))
+    if not usable and s.repeats <= 1:
+        return b  # no frontier and no repeats: the front tables already say everything
+    rows, notes = [], []
+    frontier_notes = {fr.note for fr in s.frontiers if fr.note}
+    dense = sorted((c for c in s.configurations if c.is_dense and c.n_good), key=lambda c: -c.budget)
+    others = [c for c in s.configurations if not c.is_dense and c.n_good and (c.key in on_front or c.is_random)]
+    enveloped = {(fr.energy_axis, p.config_id) for fr in s.frontiers for p in fr.envelope}
+    for c in dense + others:
+        adv = s.advantages.get(c.key)
+        point = "— (frontier point)" if (c.energy_axis, c.config_id) in enveloped else "— (below the frontier)"
+        mark = separability(on_front[c.key], c, False) if c.key in on_front and not c.is_baseline else ""
+        star = " ★" if c.key in on_front else ""
+        rows.append([_name(c, False, with_seeds=False) + star, f"{c.n_good}/{c.n_total}",
+                     mean_ci("val_acc", c.stats["val_acc"]), mean_ci("energy_j", c.stats["energy_j"]),
+                     point if c.is_dense else (saving_text(adv) if adv else "—"),
+                     point if c.is_dense else (gain_text(adv) if adv else "—"), mark])
+        if adv is not None and adv.note and adv.note not in frontier_notes:
+            notes.append(f"{config_name(c)}: {adv.note}")
+    if rows:
+        b.append(Table(["configuration (★ on a front)", "seeds (good/all)", "val_acc mean ± 95 % CI",
+                        "energy_j [J] mean ± 95 % CI", "energy saving at equal accuracy [95 % CI]",
+                        "accuracy gain at equal energy ± 95 % CI", "separability"], rows))
+    if notes:
+        b.append(Bullets(notes))
+    if not rows:
+        b.append(Paragraph("no configuration with a good replicate yet."))
+    return b
 
 
 def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
@@ -80,36 +181,59 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
     if a.notes:
         b.append(Bullets(list(a.notes)))
     b.append(Heading(2, "Trials"))
-    b.append(Table(["sweep", "in store", "expected", "completed", "good (on the fronts' input)"]
+    b.append(Table(["sweep", "in store", "expected", "completed", "good (on the fronts' input)", "configurations",
+                    "repeats"]
               + [f"excluded: {r}" for r in EXCLUSION_REASONS] + ["excluded: other"],
               [[s.name, str(len(s.trials)), str(s.manifest.get("total_trials", "—")),
-                str(sum(t.status == "completed" for t in s.trials)), str(len(s.good))]
+                str(sum(t.status == "completed" for t in s.trials)), str(len(s.good)),
+                str(len({c.config_id for c in s.configurations})), str(s.repeats)]
                + [str(s.excluded_counts.get(r, 0)) for r in EXCLUSION_REASONS]
                + [str(sum(v for r, v in s.excluded_counts.items() if r not in EXCLUSION_REASONS))]
                for s in a.sweeps]))
     b.append(Paragraph("Unfinished (running/retrying), failed (diverged/error) and completed trials with a "
-                   "NaN objective are left out of fronts and hypervolumes and counted above."))
+                   "NaN objective are left out of fronts and hypervolumes and counted above. Seed replicates "
+                   "of one configuration (repeats) make one point, at their mean (docs/design.md §9)."))
     for g in a.groups:
         head = "Front" + (f" — energy source {g.energy_label}" if a.split_by_energy_source else "")
         b.append(Heading(2, head))
         ref = ", ".join(f"{o.metric} = {r:.6g}" for o, r in zip(a.objectives, g.reference))
         b.append(Paragraph(f"Hypervolume reference point: {ref} ({g.reference_rule})."))
         fronts = list(g.fronts) + ([g.combined] if g.combined else [])
-        b.append(Table(["front", "good trials", "front size", hv_label(a.objectives)],
-                  [[f.label, str(len(f.points)), str(len(f.front)), f"{f.hypervolume:.6g}"] for f in fronts]))
+        b.append(Table(["front", "good trials", "configurations", "front size", hv_label(a.objectives)],
+                  [[f.label, str(f.good_trials), str(len(f.points)), str(len(f.front)), f"{f.hypervolume:.6g}"]
+                   for f in fronts]))
         for f in fronts:
             if len(fronts) > 1:
                 b.append(Heading(3, "combined front" if f is g.combined else f"front of {f.label}"))
-            searched = list(dict.fromkeys(k for t in f.front for k in next(
-                s.searched for s in a.sweeps if s.name == t.sweep)))
-            rows = [[(f"{t.sweep}/" if len(a.sweeps) > 1 else "") + t.trial_id
-                     + (" (dense baseline)" if t.is_baseline else "")]
-                    + [fmt(o.metric, t.metrics[o.metric]) for o in a.objectives]
-                    + ["—" if t.is_baseline else fmt_param(t.params.get(k)) for k in searched] for t in f.front]
-            b.append(Table(["trial"] + [column(o) for o in a.objectives] + searched, rows)
-                     if rows else Paragraph("no trial on this front yet."))
+            searched = list(dict.fromkeys(k for c in f.front for k in next(
+                s.searched for s in a.sweeps if s.name == c.sweep)))
+            repeated = any(c.n_total > 1 for c in f.front)
+            rows = [[_name(c, len(a.sweeps) > 1)]
+                    + [mean_ci(o.metric, c.stats[o.metric]) for o in a.objectives]
+                    + ([separability(f, c, f is g.combined)] if repeated else [])
+                    + ["—" if c.is_baseline else fmt_param(c.params.get(k)) for k in searched] for c in f.front]
+            b.append(Table(["configuration"] + [column(o) + (" mean ± 95 % CI" if repeated else "")
+                                                for o in a.objectives]
+                           + (["separability"] if repeated else []) + searched, rows)
+                     if rows else Paragraph("no configuration on this front yet."))
+    b.append(Heading(2, "Advantage over training less"))
+    multi = len(a.sweeps) > 1
+    b.append(Bullets([headline_text(h, multi) for h in a.headlines]))
+    b.append(Paragraph("Is AST better than simply training less? Each sweep's dense configurations at "
+                       "several budgets (shares of training.epochs) make the dense frontier; a configuration's "
+                       "energy saving at equal accuracy is 1 − its energy / the frontier's energy at its "
+                       "accuracy, and its accuracy gain at equal energy is its val_acc minus the frontier's "
+                       "at its energy, in points. Intervals are 95 % Student-t intervals over seed "
+                       "replicates; a front configuration is not separable from one it dominates when, on "
+                       "every objective it is better on, their intervals overlap (docs/design.md §9). Energy "
+                       "is compared on one energy axis only."))
+    for s in a.sweeps:
+        if multi:
+            b.append(Heading(3, s.name))
+        b += _advantage_blocks(a, s)
+    b.append(Paragraph(HOW_TO_READ))
     b.append(Heading(2, "Savings against the dense baseline"))
-    on_front = {t.key for t in a.front_trials()}
+    on_front = {c.key for c in a.front_configs()}
     for s in a.sweeps:
         if len(a.sweeps) > 1:
             b.append(Heading(3, s.name))
@@ -117,16 +241,20 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
             b.append(Paragraph(s.baseline_note))
             continue
         bl = s.baseline
-        b.append(Paragraph(f"baseline {bl.trial_id}: val_acc {fmt('val_acc', bl.metrics['val_acc'])}, "
+        reps = f" (mean of {seeds(bl.n_good)})" if bl.n_good > 1 else ""
+        b.append(Paragraph(f"baseline {bl.config_id}{reps}: val_acc {fmt('val_acc', bl.metrics['val_acc'])}, "
                        f"energy {fmt('energy_j', bl.metrics['energy_j'])} J ({bl.energy_source}), "
                        f"FLOPs {fmt('flops', bl.metrics['flops'])}, time {fmt('time_s', bl.metrics['time_s'])} s. "
-                       "Saving = 1 − trial / baseline; accuracy as the val_acc difference in percentage points."
+                       "Saving = 1 − configuration / baseline, on replicate means; accuracy as the val_acc "
+                       "difference in percentage points."
                        + (f" {s.baseline_note}." if s.baseline_note else "")))
-        rows = [[sv.trial_id + (" ★" if (sv.sweep, sv.trial_id) in on_front else ""),
+        names = {c.key: _name(c, False) for c in s.configurations}
+        rows = [[names.get((sv.sweep, sv.trial_id), sv.trial_id)
+                 + (" ★" if (sv.sweep, sv.trial_id) in on_front else ""),
                  pct(sv.energy) if sv.energy_comparable else "— (other energy source or device sharing)",
                  pct(sv.flops), pct(sv.time), f"{sv.val_acc_points:+.2f} pt"]
                 for sv in sorted(s.savings, key=lambda v: (math.isnan(v.energy), -v.energy, v.trial_id))]
-        b.append(Table(["trial (★ on a front)", "energy saving", "FLOPs saving", "time saving",
+        b.append(Table(["configuration (★ on a front)", "energy saving", "FLOPs saving", "time saving",
                             "accuracy vs baseline"], rows) if rows else Paragraph("no completed trial besides it yet."))
     b.append(Heading(2, "Failed trials"))
     failed = [(s.name, t) for s in a.sweeps for t in s.failed]

@@ -13,13 +13,15 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from astray.analysis.frontier import upper_envelope
 from astray.analysis.labels import axis_label, hv_label, point_label
-from astray.analysis.model import Analysis, Group, TrialRecord
-from astray.schema import Objective
+from astray.analysis.model import Analysis, Configuration, Front, FrontierPoint, Group
+from astray.schema import METRIC_UNITS, Objective
 
 SWEEP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 SWEEP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 MAX_CONTROLLER_TRIALS = 10  # traces on controller.png before it stops being readable
+BASELINE_GREY = "0.45"  # random baselines: their own grey triangles, whatever the sweep's colour
 DPI = 130
 
 
@@ -37,9 +39,13 @@ def png_svg(fig: Figure, svg: bool = False) -> tuple[bytes, bytes | None]:
 def pareto_figure(a: Analysis) -> Figure:
     """One row per energy-source group, one panel per objective pair, and a key beneath.
 
-    Front points carry numbers; the key under each row gives each number's trial and
-    searched hyperparameters. (Labels written next to the points collided as soon as two
-    front points sat close, and ran off the axes at the extremes.)
+    Every point is a configuration at its replicates' means, with 95 % error bars on both
+    axes when it has two or more good seeds. Front points carry numbers; the key under
+    each row gives each number's configuration and searched hyperparameters. (Labels
+    written next to the points collided as soon as two front points sat close, and ran
+    off the axes at the extremes.) The dense budgets are drawn as the frontier of training
+    less (docs/design.md §9): their upper envelope in the energy-vs-accuracy panel, a line
+    in budget order in the others; random baselines are grey triangles.
     """
     pairs = [(i, j) for i in range(len(a.objectives)) for j in range(i + 1, len(a.objectives))]
     labelled = [g.combined.front if g.combined else (g.fronts[0].front if g.fronts else ()) for g in a.groups]
@@ -63,33 +69,36 @@ def pareto_figure(a: Analysis) -> Figure:
 
 
 def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
-                  labelled: Sequence[TrialRecord], multi: bool) -> None:
+                  labelled: Sequence[Configuration], multi: bool) -> None:
     if not any(f.points for f in g.fronts):
         ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
+    # Numbers sit toward the better corner, where (by definition of a front) no point lies;
+    # baseline labels sit toward the worse corner.
+    dx, dy = (1 if xo.maximize else -1), (1 if yo.maximize else -1)
     for k, f in enumerate(g.fronts):
         color, marker = SWEEP_COLORS[k % len(SWEEP_COLORS)], SWEEP_MARKERS[k % len(SWEEP_MARKERS)]
         tag = f" ({f.label})" if multi else ""
-        rest = [t for t in f.points if not t.is_baseline]
+        rest = [c for c in f.points if not c.is_baseline]
         if rest:
-            ax.scatter([t.metrics[xo.metric] for t in rest], [t.metrics[yo.metric] for t in rest],
-                       color=color, marker=marker, alpha=0.25, s=36, label=f"trials{tag}")
+            what = "configurations" if any(c.n_total > 1 for c in f.points) else "trials"
+            ax.scatter([c.metrics[xo.metric] for c in rest], [c.metrics[yo.metric] for c in rest],
+                       color=color, marker=marker, alpha=0.25, s=36, label=f"{what}{tag}")
+            _error_bars(ax, rest, xo, yo, color, alpha=0.35)
         _front_line(ax, f.front, xo, yo, len(a.objectives), color, marker, f"front{tag}")
-        for t in f.points:
-            if t.is_baseline:
-                ax.scatter([t.metrics[xo.metric]], [t.metrics[yo.metric]], marker="*", s=320, facecolor="gold",
-                           edgecolor=color, linewidth=1.5, zorder=5, label=f"dense baseline{tag}")
+        _error_bars(ax, [c for c in f.front if not c.is_baseline], xo, yo, color, alpha=0.9)
+        _dense(ax, f, xo, yo, color, tag, (-dx, -dy))
+        _random(ax, f, xo, yo, tag, (-dx, -dy))
     if g.combined:
         _front_line(ax, g.combined.front, xo, yo, len(a.objectives), "black", "o", "combined front", dashed=True)
-    # Numbers sit toward the better corner, where (by definition of a front) no trial lies.
-    dx, dy = (1 if xo.maximize else -1), (1 if yo.maximize else -1)
     at: dict[tuple[float, float], list[str]] = {}  # equal points (in this projection) share one label
-    for n, t in enumerate(labelled, 1):
-        at.setdefault((t.metrics[xo.metric], t.metrics[yo.metric]), []).append(str(n))
+    for n, c in enumerate(labelled, 1):
+        at.setdefault((c.metrics[xo.metric], c.metrics[yo.metric]), []).append(str(n))
     for xy, numbers in at.items():
         ax.annotate(",".join(numbers), xy, xytext=(7 * dx, 7 * dy),
                     textcoords="offset points", fontsize=9, fontweight="bold",
                     ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top", zorder=6)
     ax.margins(0.08)
+    _clip_fractions(ax, xo, yo)
     ax.set_xlabel(axis_label(xo, g))
     ax.set_ylabel(axis_label(yo, g))
     ax.grid(alpha=0.3)
@@ -103,7 +112,83 @@ def _pareto_panel(ax: Any, a: Analysis, g: Group, xo: Objective, yo: Objective,
     ax.set_title(title, fontsize=10)
 
 
-def _front_line(ax: Any, front: Sequence[TrialRecord], xo: Objective, yo: Objective, n_obj: int, color: str,
+def _clip_fractions(ax: Any, xo: Objective, yo: Objective) -> None:
+    """Accuracies and rates live in [0, 1]: a wide interval (2 seeds: t = 12.7) must not
+    stretch the axis past what a value can be and squash the points together."""
+    for o, get, put in ((xo, ax.get_xlim, ax.set_xlim), (yo, ax.get_ylim, ax.set_ylim)):
+        if o.metric not in METRIC_UNITS:
+            lo, hi = get()
+            put(max(lo, -0.02), min(hi, 1.02))
+
+
+def _error_bars(ax: Any, configs: Sequence[Configuration], xo: Objective, yo: Objective, color: str,
+                alpha: float) -> None:
+    """Mean ± 95 % half-width on both axes, for configurations with two or more good seeds."""
+    shown = [c for c in configs if c.n_good >= 2]
+    if not shown:
+        return
+    def half(c: Configuration, metric: str) -> float:
+        h = c.stats[metric].ci95
+        return h if math.isfinite(h) else 0.0
+
+    ax.errorbar([c.metrics[xo.metric] for c in shown], [c.metrics[yo.metric] for c in shown],
+                xerr=[half(c, xo.metric) for c in shown], yerr=[half(c, yo.metric) for c in shown],
+                fmt="none", ecolor=color, elinewidth=1.0, capsize=2.5, alpha=alpha, zorder=2)
+
+
+def _label_points(ax: Any, points: Sequence[tuple[float, float, str]], away: tuple[int, int], color: str) -> None:
+    for x, y, text in points:
+        ax.annotate(text, (x, y), xytext=(6 * away[0], 6 * away[1]), textcoords="offset points", fontsize=7,
+                    color=color, ha="left" if away[0] > 0 else "right", va="bottom" if away[1] > 0 else "top",
+                    zorder=6)
+
+
+def _dense(ax: Any, f: Front, xo: Objective, yo: Objective, color: str, tag: str, away: tuple[int, int]) -> None:
+    """The dense budgets: the frontier of training less, and the full-budget baseline's gold star."""
+    dense = sorted((c for c in f.points if c.is_dense), key=lambda c: c.budget)
+    xy = {c.key: (c.metrics[xo.metric], c.metrics[yo.metric]) for c in dense}
+    on = {c.key for c in dense}
+    if len(dense) > 1:
+        if {xo.metric, yo.metric} == {"energy_j", "val_acc"}:
+            # The upper envelope, drawn where it is defined: from its cheapest to its dearest point.
+            by_id = {c.config_id: c for c in dense}
+            env = upper_envelope([FrontierPoint(c.stats["energy_j"], c.stats["val_acc"], c.config_id, c.budget)
+                                  for c in dense])
+            on = {by_id[p.config_id].key for p in env}
+            line = [xy[by_id[p.config_id].key] for p in env]
+            style, label = "-.", f"dense frontier (training less){tag}"
+        else:
+            line, style, label = [xy[c.key] for c in dense], ":", f"dense budgets{tag}"
+        ax.plot([p[0] for p in line], [p[1] for p in line], color=color, linestyle=style, linewidth=1.6,
+                zorder=3, label=label)
+    partial = [c for c in dense if not c.is_dense_full]
+    if partial:  # filled on the envelope, hollow below it
+        ax.scatter([xy[c.key][0] for c in partial], [xy[c.key][1] for c in partial], marker="D", s=44,
+                   facecolor=[color if c.key in on else "white" for c in partial], edgecolor="black",
+                   linewidth=0.8, zorder=4)
+        _error_bars(ax, partial, xo, yo, color, alpha=0.8)
+        _label_points(ax, [(*xy[c.key], f"dense ×{c.budget:g}") for c in dense], away, color)
+    for c in dense:
+        if c.is_dense_full:
+            ax.scatter([xy[c.key][0]], [xy[c.key][1]], marker="*", s=320, facecolor="gold",
+                       edgecolor=color, linewidth=1.5, zorder=5, label=f"dense baseline{tag}")
+            _error_bars(ax, [c], xo, yo, color, alpha=0.8)
+
+
+def _random(ax: Any, f: Front, xo: Objective, yo: Objective, tag: str, away: tuple[int, int]) -> None:
+    """Random-subset baselines: grey triangles labelled with their activation."""
+    rnd = [c for c in f.points if c.is_random]
+    if not rnd:
+        return
+    ax.scatter([c.metrics[xo.metric] for c in rnd], [c.metrics[yo.metric] for c in rnd], marker="^", s=60,
+               color=BASELINE_GREY, edgecolor="black", linewidth=0.6, zorder=4, label=f"random baseline{tag}")
+    _error_bars(ax, rnd, xo, yo, BASELINE_GREY, alpha=0.8)
+    _label_points(ax, [(c.metrics[xo.metric], c.metrics[yo.metric],
+                        f"random a={c.target_activation:g}" if c.target_activation is not None else "random")
+                       for c in rnd], away, BASELINE_GREY)
+
+
+def _front_line(ax: Any, front: Sequence[Configuration], xo: Objective, yo: Objective, n_obj: int, color: str,
                 marker: str, label: str, dashed: bool = False) -> None:
     if not front:
         return
@@ -122,12 +207,13 @@ def _front_line(ax: Any, front: Sequence[TrialRecord], xo: Objective, yo: Object
 
 
 def controller_figure(a: Analysis) -> Figure:
-    """Realised activation rate and threshold per epoch of the front's AST trials, with targets."""
+    """Realised activation rate and threshold per epoch of the front's AST configurations
+    (one replicate each), with targets."""
     fig = Figure(figsize=(13, 4.8), layout="constrained")
     ax_rate, ax_thr = fig.subplots(1, 2)
     epochs = {s.name: s.epochs for s in a.sweeps}
-    trials = [t for t in a.front_trials() if not t.is_baseline and t.strategy != "dense"
-              and t.trial_id in epochs[t.sweep]]
+    trials = [c.representative for c in a.front_configs() if not c.is_baseline and c.strategy != "dense"
+              and c.trial_id in epochs[c.sweep]]
     shown = trials[:MAX_CONTROLLER_TRIALS]
     multi = len(a.sweeps) > 1
     for k, t in enumerate(shown):

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from astray.analysis.model import Group, TrialRecord
+from astray.analysis.model import Advantage, Configuration, Estimate, Group, Headline
 from astray.schema import ENERGY_SOURCES, METRIC_LABELS, METRIC_UNITS, Objective
 
 MAX_LABEL_PARAMS = 6  # hyperparameters in the figure's key per front point (front.csv has them all)
@@ -60,20 +60,94 @@ def pct(v: float) -> str:
     return "—" if math.isnan(v) else f"{100 * v:+.1f} %"
 
 
+def mean_ci(metric: str, e: Estimate) -> str:
+    """``0.9012 ± 0.0040``, or the mean alone when there is no interval (one seed)."""
+    if math.isfinite(e.ci95):
+        return f"{fmt(metric, e.mean)} ± {fmt(metric, e.ci95)}"
+    return fmt(metric, e.mean)
+
+
+def pct_interval(lo: float, hi: float) -> str:
+    """``12.0%..30.5%``; an end that fell off the frontier is a dash."""
+    def end(v: float) -> str:
+        return "—" if math.isnan(v) else f"{100 * v:.1f}%"
+
+    return f"{end(lo)}..{end(hi)}"
+
+
+def seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def kind_label(c: Configuration) -> str:
+    """What a baseline is: ``dense baseline`` (the whole budget), ``dense ×0.5``, ``random a=0.3``;
+    "" for a searched configuration."""
+    if c.is_dense:
+        return "dense baseline" if c.is_dense_full else f"dense ×{c.budget:g}"
+    if c.is_random:
+        a = c.target_activation
+        return f"random a={a:g}" if a is not None else "random"
+    return ""
+
+
+def config_name(c: Configuration, multi: bool = False) -> str:
+    """How tables and keys name a configuration: its id (``sweep/id`` when sweeps are compared)."""
+    return f"{c.sweep}/{c.config_id}" if multi else c.config_id
+
+
+def saving_text(adv: Advantage) -> str:
+    """``+33.3% [12.0%..50.1%]`` for the table; a dash when it cannot be read off the frontier."""
+    if math.isnan(adv.energy_saving):
+        return "—"
+    interval = f" [{pct_interval(adv.energy_saving_lo, adv.energy_saving_hi)}]" if adv.n >= 2 else ""
+    return f"{100 * adv.energy_saving:+.1f}%" + interval
+
+
+def gain_text(adv: Advantage) -> str:
+    """``+5.00 ± 1.20 pt``; the ± part only with an interval."""
+    if math.isnan(adv.acc_gain_points):
+        return "—"
+    ci = f" ± {adv.acc_gain_ci95:.2f}" if math.isfinite(adv.acc_gain_ci95) else ""
+    return f"{adv.acc_gain_points:+.2f}{ci} pt"
+
+
+def headline_text(h: Headline, multi: bool = False) -> str:
+    """The report's answer to "is AST better than simply training less?", in one sentence."""
+    where = f"{h.sweep}: " if multi else ""
+    if h.dominates_frontier:
+        return f"{where}{h.dominates_frontier}."
+    if h.best is None or h.advantage is None:
+        return f"{where}No comparison with training less: {h.reason}."
+    adv = h.advantage
+    if adv.n >= 2 and math.isnan(adv.energy_saving_lo) and math.isnan(adv.energy_saving_hi):
+        ci = f"95% CI reaches past both ends of the frontier, {seeds(adv.n)}"
+    elif adv.n >= 2:
+        ci = f"95% CI {pct_interval(adv.energy_saving_lo, adv.energy_saving_hi)}, {seeds(adv.n)}"
+    else:
+        ci = "1 seed: no interval"
+    number = f"{100 * adv.energy_saving:.1f}%"
+    if h.beats:
+        return (f"{where}best configuration {h.best.config_id} beats training less by {number} energy at "
+                f"equal accuracy ({ci}).")
+    return (f"{where}No searched configuration beats training less: the best, {h.best.config_id}, saves "
+            f"{number} energy at equal accuracy ({ci}).")
+
+
 def short_names(keys: Sequence[str]) -> dict[str, str]:
     """``ast.kp`` → ``kp`` unless two searched keys share a last part."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
-def point_label(t: TrialRecord, searched: Sequence[str], multi: bool) -> str:
-    """One line of the figure's key: the trial and its searched hyperparameters."""
-    name = f"{t.sweep}/{t.trial_id}" if multi else t.trial_id
-    if t.is_baseline:
-        return f"{name}  dense baseline"
+def point_label(c: Configuration, searched: Sequence[str], multi: bool) -> str:
+    """One line of the figure's key: the configuration, its searched hyperparameters and seeds."""
+    name = config_name(c, multi)
+    reps = f"  ({seeds(c.n_good)})" if c.n_total > 1 else ""
+    if c.is_baseline:
+        return f"{name}  {kind_label(c)}{reps}"
     names = short_names(searched)
-    items = [f"{names[k]}={fmt_param(t.params.get(k))}" for k in searched[:MAX_LABEL_PARAMS]]
+    items = [f"{names[k]}={fmt_param(c.params.get(k))}" for k in searched[:MAX_LABEL_PARAMS]]
     if len(searched) > MAX_LABEL_PARAMS:
         items.append(f"+{len(searched) - MAX_LABEL_PARAMS} more in front.csv")
-    return f"{name}  " + ", ".join(items)
+    return f"{name}  " + ", ".join(items) + reps
 

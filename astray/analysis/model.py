@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from astray.schema import FAILED_STATUSES, SCOPE_DEVICE_SHARED, Objective
+from astray.schema import (
+    BASELINE_KINDS,
+    FAILED_STATUSES,
+    KIND_DENSE,
+    KIND_RANDOM,
+    KIND_SEARCHED,
+    SCOPE_DEVICE_SHARED,
+    Objective,
+)
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -26,10 +34,22 @@ class TrialRecord:
     target_activation: float | None  # ast.target_activation from config_json
     strategy: str | None  # ast.strategy from config_json (the baseline: dense)
     energy_scope: str | None = None  # process | device | device-shared (astray.schema)
+    # docs/design.md §9. A store written before these columns existed reads as: kind
+    # "dense" for its baseline, budget 1, config_id = trial_id, replicate 0.
+    baseline_kind: str = KIND_SEARCHED  # "" searched | dense | random (astray.schema KIND_*)
+    budget: float = 1.0  # share of training.epochs trained
+    config_id: str = ""  # shared by a configuration's seed replicates; "" means the trial id
+    replicate: int = 0
+    seed: int | None = None  # training.seed of this replicate
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.sweep, self.trial_id)
+
+    @property
+    def configuration(self) -> str:
+        """The configuration the trial is a replicate of."""
+        return self.config_id or self.trial_id
 
     @property
     def energy_axis(self) -> str:
@@ -40,6 +60,148 @@ class TrialRecord:
 
     def values(self, objectives: Sequence[Objective]) -> tuple[float, ...]:
         return tuple(self.metrics.get(o.metric, math.nan) for o in objectives)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One metric over a configuration's good replicates (docs/design.md §9)."""
+
+    mean: float
+    std: float  # sample standard deviation (divisor n − 1); NaN below two values
+    n: int  # finite values it is over
+    ci95: float  # half-width of the 95 % interval, t(0.975, n − 1) · std / √n; NaN below two values
+
+    @property
+    def se(self) -> float:
+        """Standard error of the mean; NaN below two values."""
+        return self.std / math.sqrt(self.n) if self.n >= 2 else math.nan
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A configuration's seed replicates on one energy axis: the unit fronts are made of.
+
+    It stands where a trial stood (``sweep``, ``trial_id``, ``metrics``, ``values``), so
+    with one seed per configuration everything reads as it did per trial: ``trial_id``
+    is its first good replicate's, ``metrics`` the replicate means.
+    """
+
+    sweep: str
+    config_id: str
+    energy_axis: str  # TrialRecord.energy_axis of its replicates
+    kind: str  # baseline_kind: "" searched | dense | random
+    budget: float
+    replicates: tuple[TrialRecord, ...]  # every replicate in the store on this axis, any status
+    good: tuple[TrialRecord, ...]  # those that count (astray.analysis.compute.exclusion_reason)
+    stats: Mapping[str, Estimate]  # per metric of astray.analysis.read.METRIC_COLUMNS, over ``good``
+
+    @property
+    def representative(self) -> TrialRecord:
+        """The replicate that names it and lends its hyperparameters: the first good one."""
+        return self.good[0] if self.good else self.replicates[0]
+
+    @property
+    def trial_id(self) -> str:
+        return self.representative.trial_id
+
+    @property
+    def trial_ids(self) -> tuple[str, ...]:
+        return tuple(t.trial_id for t in self.replicates)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Unique in an analysis: a trial belongs to one configuration."""
+        return (self.sweep, self.trial_id)
+
+    @property
+    def n_good(self) -> int:
+        return len(self.good)
+
+    @property
+    def n_total(self) -> int:
+        return len(self.replicates)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind in BASELINE_KINDS
+
+    @property
+    def is_dense(self) -> bool:
+        return self.kind == KIND_DENSE
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == KIND_RANDOM
+
+    @property
+    def is_dense_full(self) -> bool:
+        """The dense baseline at the sweep's whole budget: what savings are measured against."""
+        return self.kind == KIND_DENSE and math.isclose(self.budget, 1.0)
+
+    @property
+    def metrics(self) -> Mapping[str, float]:
+        return {m: e.mean for m, e in self.stats.items()}
+
+    @property
+    def energy_source(self) -> str | None:
+        return self.representative.energy_source
+
+    @property
+    def energy_scope(self) -> str | None:
+        return self.representative.energy_scope
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.representative.params
+
+    @property
+    def strategy(self) -> str | None:
+        return self.representative.strategy
+
+    @property
+    def target_activation(self) -> float | None:
+        return self.representative.target_activation
+
+    def values(self, objectives: Sequence[Objective]) -> tuple[float, ...]:
+        return tuple(self.stats[o.metric].mean if o.metric in self.stats else math.nan for o in objectives)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One dense budget of the frontier: its configuration's energy and accuracy."""
+
+    energy: Estimate
+    accuracy: Estimate
+    config_id: str = ""
+    budget: float = 1.0
+
+
+@dataclass(frozen=True)
+class DenseFrontier:
+    """What training less reaches on one energy axis of one sweep (docs/design.md §9)."""
+
+    sweep: str
+    energy_axis: str
+    points: tuple[FrontierPoint, ...]  # every dense configuration with a good replicate, by energy
+    envelope: tuple[FrontierPoint, ...]  # the upper envelope, by energy: the line compared against
+    note: str  # "" when usable (two or more dense budgets), else why there is no frontier
+
+    @property
+    def usable(self) -> bool:
+        return not self.note
+
+
+@dataclass(frozen=True)
+class Advantage:
+    """A configuration against the dense frontier of its sweep and energy axis (docs/design.md §9)."""
+
+    energy_saving: float  # 1 − E / E_frontier(accuracy): energy saved at equal accuracy, a fraction
+    energy_saving_lo: float  # the 95 % interval's ends; NaN where one falls off the frontier
+    energy_saving_hi: float
+    acc_gain_points: float  # (accuracy − accuracy_frontier(E)) × 100: points gained at equal energy
+    acc_gain_ci95: float  # half-width in points; NaN when any count involved is one
+    n: int  # good replicates of the configuration
+    note: str = ""  # why a number is NaN; "" when both are there
 
 
 @dataclass(frozen=True)
@@ -73,15 +235,16 @@ class Exclusion:
 
 @dataclass(frozen=True)
 class Savings:
-    """One completed trial against its sweep's dense baseline."""
+    """One configuration (or trial) against its sweep's dense full-budget baseline."""
 
     sweep: str
-    trial_id: str
+    trial_id: str  # the configuration's first good replicate
     energy: float  # 1 − energy_j / baseline energy_j; NaN when the energy axes (source, sharing) differ
     flops: float  # 1 − flops / baseline flops
     time: float  # 1 − time_s / baseline time_s
     val_acc_points: float  # (val_acc − baseline val_acc) × 100
     energy_comparable: bool
+    config_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,10 +252,17 @@ class Front:
     """The non-dominated set of some points, and the volume it dominates."""
 
     label: str  # the sweep's name, or "combined"
-    points: tuple[TrialRecord, ...]  # the good trials it was computed from
-    front: tuple[TrialRecord, ...]  # best first on the first objective, then the next
+    points: tuple[Configuration, ...]  # the configurations (with a good replicate) it was computed from
+    front: tuple[Configuration, ...]  # best first on the first objective, then the next; on means
     hypervolume: float
     curve: tuple[tuple[int, float], ...]  # (trials finished, hypervolume so far); () for combined
+    # Front configuration key → the configurations it dominates on means but not beyond
+    # the 95 % intervals (docs/design.md §9); empty for single-seed configurations.
+    not_separable: Mapping[tuple[str, str], tuple[Configuration, ...]] = field(default_factory=dict)
+
+    @property
+    def good_trials(self) -> int:
+        return sum(c.n_good for c in self.points)
 
 
 @dataclass(frozen=True)
@@ -115,18 +285,45 @@ class Group:
 
 @dataclass(frozen=True)
 class SweepSummary(SweepData):
-    """A sweep's data plus its bookkeeping: what was excluded and why, the baseline, the savings."""
+    """A sweep's data plus its bookkeeping: what was excluded and why, its configurations,
+    the baseline, the savings, the dense frontier and each configuration's advantage over it."""
 
     good: tuple[TrialRecord, ...]
     excluded: tuple[Exclusion, ...]
     excluded_counts: Mapping[str, int]  # every exclusion reason, then any odd status
-    baseline: TrialRecord | None  # the completed dense baseline the savings use
+    baseline: Configuration | None  # the dense full-budget configuration the savings use
     baseline_note: str  # "" when the baseline is usable, else why there are no savings
     savings: tuple[Savings, ...]
+    configurations: tuple[Configuration, ...] = ()  # every one in the store, in store order
+    frontiers: tuple[DenseFrontier, ...] = ()  # one per energy axis its configurations use
+    advantages: Mapping[tuple[str, str], Advantage] = field(default_factory=dict)  # by Configuration.key
+
+    @property
+    def repeats(self) -> int:
+        """Most replicates any configuration has in the store (1 for a store without repeats)."""
+        return max((c.n_total for c in self.configurations), default=0)
+
+    def frontier(self, energy_axis: str) -> DenseFrontier | None:
+        return next((f for f in self.frontiers if f.energy_axis == energy_axis), None)
 
     @property
     def failed(self) -> tuple[TrialRecord, ...]:
         return tuple(t for t in self.trials if t.status in FAILED_STATUSES)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A sweep's answer to "is AST better than simply training less?" (docs/design.md §9)."""
+
+    sweep: str
+    best: Configuration | None  # the searched front configuration saving most at equal accuracy
+    advantage: Advantage | None  # its numbers
+    reason: str  # when ``best`` is None: why nothing could be compared
+    dominates_frontier: str = ""  # when a searched configuration beats every dense budget outright: which, in words
+
+    @property
+    def beats(self) -> bool:
+        return bool(self.dominates_frontier) or (self.advantage is not None and self.advantage.energy_saving > 0)
 
 
 @dataclass(frozen=True)
@@ -138,13 +335,18 @@ class Analysis:
     groups: tuple[Group, ...]
     split_by_energy_source: bool
     notes: tuple[str, ...] = field(default=())
+    headlines: tuple[Headline, ...] = ()  # one per sweep
 
-    def front_trials(self) -> list[TrialRecord]:
-        """Every trial on some front shown (per-sweep fronts of every group), once each."""
-        seen: dict[tuple[str, str], TrialRecord] = {}
+    def front_configs(self) -> list[Configuration]:
+        """Every configuration on some front shown (per-sweep fronts of every group), once each."""
+        seen: dict[tuple[str, str], Configuration] = {}
         for g in self.groups:
             for f in g.fronts:
-                for t in f.front:
-                    seen.setdefault(t.key, t)
+                for c in f.front:
+                    seen.setdefault(c.key, c)
         return list(seen.values())
+
+    def front_trials(self) -> list[TrialRecord]:
+        """The good replicates of every front configuration, once each."""
+        return [t for c in self.front_configs() for t in c.good]
 

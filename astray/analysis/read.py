@@ -17,7 +17,14 @@ import pyarrow as pa
 
 from astray.analysis.model import EpochSeries, SweepData, TrialRecord
 from astray.errors import AstrayError, ConfigError
-from astray.schema import BASELINE_FLAG, DEFAULT_OBJECTIVES, OBJECTIVE_METRICS, Objective
+from astray.schema import (
+    BASELINE_FLAG,
+    DEFAULT_OBJECTIVES,
+    KIND_DENSE,
+    KIND_SEARCHED,
+    OBJECTIVE_METRICS,
+    Objective,
+)
 from astray.sweep.store import MANIFEST, TRIAL_COLUMNS, read_epochs, read_trials
 
 # Trial metrics the analysis carries: the objective metrics and the dense FLOPs.
@@ -100,11 +107,24 @@ def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[st
     except json.JSONDecodeError:
         config = {}
     ast = config.get("ast", {}) if isinstance(config, dict) else {}
+    training = config.get("training", {}) if isinstance(config, dict) else {}
     target = ast.get("target_activation")
     ended = row.get("ended_at")
+    trial_id = str(row["trial_id"])
+    is_baseline = bool(row.get(BASELINE_FLAG))
+    # A store written before baselines had kinds and configurations had replicates
+    # lacks these columns (or holds nulls): its one baseline is the dense one at the
+    # whole budget, and every trial is a configuration of its own (docs/design.md §9).
+    kind = row.get("baseline_kind")
+    if not kind:
+        kind = KIND_DENSE if is_baseline else KIND_SEARCHED
+    budget = _float(row.get("budget"))
+    seed = row.get("seed")
+    if seed is None and isinstance(training, dict) and isinstance(training.get("seed"), int):
+        seed = training["seed"]
     return TrialRecord(
-        sweep=sweep, trial_id=str(row["trial_id"]), status=str(row.get("status")),
-        is_baseline=bool(row.get(BASELINE_FLAG)),
+        sweep=sweep, trial_id=trial_id, status=str(row.get("status")),
+        is_baseline=is_baseline,
         metrics={m: _float(row.get(m)) for m in METRIC_COLUMNS},
         energy_source=row.get("energy_source"),
         energy_scope=row.get("energy_scope"),
@@ -114,6 +134,11 @@ def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[st
         order=order,
         target_activation=None if target is None else float(target),
         strategy=ast.get("strategy"),
+        baseline_kind=str(kind),
+        budget=1.0 if math.isnan(budget) else budget,
+        config_id=str(row.get("config_id") or trial_id),
+        replicate=int(row.get("replicate") or 0),
+        seed=None if seed is None else int(seed),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from astray.analysis.document import document, front_rows, to_html, to_markdown
 from astray.analysis.figures import controller_figure, hypervolume_figure, pareto_figure, png_svg
-from astray.analysis.labels import hv_label
+from astray.analysis.labels import config_name, headline_text, hv_label
 from astray.analysis.model import Analysis
 from astray.io import write_bytes
 
@@ -29,7 +29,9 @@ def write_report(a: Analysis, out: Path) -> list[Path]:
     header, rows = front_rows(a)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header] + rows)
-    images = [("pareto.png", "Pareto front: every good trial faded, fronts highlighted, the dense baseline a star"),
+    images = [("pareto.png", "Pareto front: every configuration at its replicate mean (error bars: 95 % CI), "
+                             "fronts highlighted, the dense baseline a star, the dense frontier (training less) "
+                             "a dash-dotted line, random baselines grey triangles"),
               ("hypervolume.png", "Hypervolume against trials finished"),
               ("controller.png", "Controller of the front's trials: realised activation rate and threshold per epoch")]
     blocks = document(a, images)
@@ -41,7 +43,8 @@ def write_report(a: Analysis, out: Path) -> list[Path]:
 
 
 def summary_lines(a: Analysis) -> list[str]:
-    """What the command prints: per sweep, the counts, each front's size and hypervolume."""
+    """What the command prints: per sweep, the counts, each front's size and hypervolume, and
+    whether AST beats training less."""
     lines = []
     for s in a.sweeps:
         excluded = ", ".join(f"{v} {r}" for r, v in s.excluded_counts.items() if v) or "none"
@@ -50,8 +53,10 @@ def summary_lines(a: Analysis) -> list[str]:
     for g in a.groups:
         src = f"[{g.energy_label}] " if a.split_by_energy_source else ""
         for f in list(g.fronts) + ([g.combined] if g.combined else []):
-            lines.append(f"[astray] {src}front of {f.label}: {len(f.front)} of {len(f.points)} trials "
-                         f"({', '.join(t.trial_id for t in f.front) or 'none'}), "
+            what = "trials" if len(f.points) == f.good_trials else f"configurations ({f.good_trials} good trials)"
+            lines.append(f"[astray] {src}front of {f.label}: {len(f.front)} of {len(f.points)} {what} "
+                         f"({', '.join(config_name(c, f is g.combined) for c in f.front) or 'none'}), "
                          + hv_label(a.objectives).replace("hypervolume", f"hypervolume {f.hypervolume:.6g}", 1))
+    lines += [f"[astray] {headline_text(h, len(a.sweeps) > 1)}" for h in a.headlines]
     return lines + [f"[astray] note: {n}" for n in a.notes]
 

@@ -1,4 +1,4 @@
-"""Pareto reports of sweeps: fronts, hypervolumes, savings against the dense baseline.
+"""Pareto reports of sweeps: fronts, hypervolumes, savings, and the advantage over training less.
 
 ``astray report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--out DIR]``
 (also ``python -m astray.report``).
@@ -6,8 +6,9 @@
 Reads one sweep's store, finished or still running (or several, compared), and writes
 ``pareto.png``/``.svg``, ``front.csv``, ``controller.png``, ``hypervolume.png``,
 ``report.html`` (self-contained) and ``report.md`` to ``SWEEP_DIR/report/`` (several
-sweeps: ``<first SWEEP_DIR>/report-comparison/``) or ``--out``. The analysis and the
-rendering are ``astray.analysis``; this module only parses the command line.
+sweeps: ``<first SWEEP_DIR>/report-comparison/``) or ``--out``, and prints whether the
+best searched configuration beats simply training less (docs/design.md §9). The analysis
+and the rendering are ``astray.analysis``; this module only parses the command line.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from astray.config.dotted import set_dotted
 from astray.config.load import FOREIGN_SECTIONS, apply_overrides, build_config, build_section, load_raw
 from astray.config.run import RunConfig
 from astray.errors import ConfigError
-from astray.schema import DEFAULT_OBJECTIVES, OBJECTIVE_METRICS, Objective
+from astray.schema import DEFAULT_OBJECTIVES, KIND_DENSE, KIND_RANDOM, OBJECTIVE_METRICS, Objective
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
@@ -107,6 +107,50 @@ def parse_param(key: str, spec: Any) -> Param:
     return Param(key, kind, low, high, None if step is None else float(step))
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """One baseline configuration a sweep trains besides the searched ones (docs/design.md §9)."""
+
+    kind: str  # astray.schema.KIND_DENSE | KIND_RANDOM
+    value: float  # dense: share of training.epochs; random: ast.target_activation
+
+    @property
+    def config_id(self) -> str:
+        """``dense@0.5``, ``random@0.3``: the store's config_id for its replicates."""
+        return f"{self.kind}@{self.value:g}"
+
+
+def budget_epochs(epochs: int, budget: float) -> int:
+    """Epochs a dense baseline at ``budget`` trains: the share rounded half up, at least one."""
+    return max(1, int(budget * epochs + 0.5))
+
+
+def parse_baselines(raw: Any) -> tuple[Baseline, ...]:
+    """``search.baselines`` → baselines, dense budgets first; each value checked."""
+    where = "search.baselines"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}={raw!r} must be a mapping like {{dense_budgets: [1.0, 0.5], random: [0.3]}}")
+    for extra in set(raw) - {"dense_budgets", "random"}:
+        raise unknown_key(f"{where}.{extra}", str(extra), ["dense_budgets", "random"])
+    out: list[Baseline] = []
+    for key, kind, lo_open in (("dense_budgets", KIND_DENSE, True), ("random", KIND_RANDOM, True)):
+        values = raw.get(key, [])
+        if values is None:
+            values = []
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}.{key}={values!r} must be a list of numbers in (0, 1]")
+        seen: list[float] = []
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}.{key}[{i}]={v!r} must be a number in (0, 1]")
+            in_range(f"{where}.{key}[{i}]", float(v), lo=0, hi=1, lo_open=lo_open)
+            if float(v) in seen:
+                raise ConfigError(f"{where}.{key} lists {v!r} twice; each value may appear once")
+            seen.append(float(v))
+            out.append(Baseline(kind, float(v)))
+    return tuple(out)
+
+
 @dataclass
 class SearchConfig:
     space: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))
@@ -114,9 +158,11 @@ class SearchConfig:
                                                            for o in DEFAULT_OBJECTIVES])
     sampler: str = "tpe"  # tpe | nsga2 | random
     seed: int = 0
-    num_samples: int = 8  # searched trials (the dense baseline comes on top)
+    num_samples: int = 8  # searched configurations (baselines come on top; each runs `repeats` times)
     max_concurrent: int = 2  # trials running at once (always bounded)
-    baseline: bool = True  # run one dense trial with the same budget
+    baseline: bool | None = None  # short form: true = baselines {dense_budgets: [1.0]}, false = none
+    baselines: dict[str, Any] | None = None  # {dense_budgets: [1.0, 0.5], random: [0.3]}; default dense 1.0
+    repeats: int = 1  # seed replicates of every configuration, searched or baseline
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, dict) or not self.space:
@@ -139,6 +185,21 @@ class SearchConfig:
             raise ConfigError(f"search.sampler={self.sampler!r} is not allowed; choose one of tpe, nsga2, random")
         in_range("search.num_samples", self.num_samples, lo=1)
         in_range("search.max_concurrent", self.max_concurrent, lo=1)
+        in_range("search.repeats", self.repeats, lo=1)
+        if self.baselines is not None and self.baseline is not None:
+            raise ConfigError("search.baseline and search.baselines are both set; give one "
+                              "(baseline: true is short for baselines: {dense_budgets: [1.0]})")
+        if self.baselines is not None:
+            self.parsed_baselines = parse_baselines(self.baselines)
+        elif self.baseline is False:
+            self.parsed_baselines = ()
+        else:
+            self.parsed_baselines = (Baseline(KIND_DENSE, 1.0),)
+
+    @property
+    def trials_per_sweep(self) -> int:
+        """Trials the sweep runs: every configuration, searched or baseline, ``repeats`` times."""
+        return (self.num_samples + len(self.parsed_baselines)) * self.repeats
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -205,5 +266,31 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> SweepSpec:
                 build_config(set_dotted(raw_run, {p.key: value}))
             except ConfigError as exc:
                 raise ConfigError(f"search.space.{p.key} can produce {value!r}, which the run rejects: {exc}") from None
+    if search.repeats > 1 and any(p.key == "training.seed" for p in search.params):
+        raise ConfigError(f"search.repeats={search.repeats} sets training.seed per replicate; "
+                          "remove training.seed from search.space or set search.repeats: 1")
+    by_epochs: dict[int, float] = {}
+    for b in search.parsed_baselines:
+        if b.kind == KIND_DENSE:
+            n = budget_epochs(run.training.epochs, b.value)
+            if n in by_epochs:
+                raise ConfigError(f"search.baselines.dense_budgets: {by_epochs[n]:g} and {b.value:g} both train "
+                                  f"{n} of training.epochs={run.training.epochs}; give budgets that differ")
+            by_epochs[n] = b.value
+        try:
+            build_config(set_dotted(raw_run, baseline_overrides(b, run.training.epochs)))
+        except ConfigError as exc:
+            raise ConfigError(f"search.baselines: {b.config_id} is a run the config rejects: {exc}") from None
     return SweepSpec(run, raw_run, search, sweep, resources)
+
+
+def baseline_overrides(b: Baseline, epochs: int) -> dict[str, Any]:
+    """The dotted keys a baseline sets on the base config (nothing searched is applied).
+
+    A dense baseline keeps the schedule defined over its own (shorter) epoch count, as a
+    user running a shorter job would.
+    """
+    if b.kind == KIND_DENSE:
+        return {"ast.strategy": "dense", "training.epochs": budget_epochs(epochs, b.value)}
+    return {"ast.strategy": "random", "ast.target_activation": b.value}
 

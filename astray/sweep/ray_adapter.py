@@ -12,6 +12,11 @@ the next move is one edit. Facts this module relies on (checked on Ray 2.60):
   on a small machine; Ray rejects an empty request, so it asks for 1 byte of memory.
 - ``Tuner.restore`` brings back the callbacks pickled at construction and the searcher
   state; the experiment snapshot is periodic, so it is made frequent.
+- ``OptunaSearch`` keeps each asked trial in ``_ot_trials`` (Tune trial id → Optuna
+  trial) and its study in ``_ot_study``; ``PlanSearcher`` reads them (and nothing else
+  private) to label Optuna trials with their config_id and to close orphans on resume.
+- Tune wraps any searcher in a ``ConcurrencyLimiter`` (``max_concurrent_trials``), which
+  saves and restores only the searcher it wraps: ``PlanSearcher.save`` must hold all.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -34,10 +40,11 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from astray.config.sweep import Param, ResourcesConfig, SearchConfig  # noqa: E402
-from astray.schema import BASELINE_FLAG  # noqa: E402
+from astray.sweep.plan import TrialPlan  # noqa: E402
 
 
 # --------------------------------------------------------------------------- cluster
@@ -68,7 +75,7 @@ def node_id() -> str:
 # --------------------------------------------------------------------------- search
 
 class SearchSpace:
-    """Optuna define-by-run space: suggests each param, flags the enqueued baseline.
+    """Optuna define-by-run space: suggests each searched parameter.
 
     A class (not a closure) so the Tuner can pickle it for ``--resume``.
     """
@@ -76,7 +83,7 @@ class SearchSpace:
     def __init__(self, params: list[Param]) -> None:
         self.params = params
 
-    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> None:
         for p in self.params:
             if p.type == "uniform":
                 trial.suggest_float(p.key, p.low, p.high, step=p.step)
@@ -86,7 +93,6 @@ class SearchSpace:
                 trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1))
             else:
                 trial.suggest_categorical(p.key, list(p.values))
-        return {BASELINE_FLAG: bool(trial.user_attrs.get(BASELINE_FLAG, False))}
 
 
 def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -97,19 +103,96 @@ def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
 
 
-def make_searcher(search: SearchConfig, study_name: str, baseline_params: dict[str, Any] | None) -> OptunaSearch:
-    """Multi-objective OptunaSearch; the dense baseline is enqueued first, flagged."""
+def optuna_storage(journal: Path) -> optuna.storages.JournalStorage:
+    """The study's persistent storage: an Optuna journal file (``optuna.load_study`` and
+    ``optuna-dashboard`` open it, also while the sweep runs)."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+class PlanSearcher(Searcher):
+    """Baselines and seed replicates around an OptunaSearch (``astray.sweep.plan``).
+
+    Tune asks this searcher for every trial; it hands out baselines and replicates
+    itself and asks Optuna only for new searched configurations, which Optuna is told
+    about once, with the mean of their replicates.
+    """
+
+    def __init__(self, inner: OptunaSearch, plan: TrialPlan) -> None:
+        self.inner = inner
+        self.plan = plan
+        super().__init__(metric=inner.metric, mode=inner.mode)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None | str:
+        out = self.plan.suggest(trial_id, self.inner.suggest)
+        return Searcher.FINISHED if out == "FINISHED" else out
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # no pruning: Optuna only ever sees a configuration's replicate mean
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.plan.complete(trial_id, result, error, self._tell)
+
+    def _tell(self, owner: str, mean: dict[str, Any] | None, error: bool) -> None:
+        # Ray keeps the Optuna trial of each asked trial id here (ray/tune/search/optuna);
+        # the attributes let optuna.load_study users find the configuration in the store.
+        ot_trial = getattr(self.inner, "_ot_trials", {}).get(owner)
+        if ot_trial is not None:
+            cid = self.plan.trial_config[owner]
+            ot_trial.set_user_attr("config_id", cid)
+            ot_trial.set_user_attr("replicates", len(self.plan.results[cid]))
+            ot_trial.set_user_attr("replicates_good", int((mean or {}).get("replicates", 0)))
+        self.inner.on_trial_complete(owner, result=mean, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        # The journal outlives the driver: a configuration Optuna proposed after the last
+        # snapshot was never trained and is proposed afresh; close it as failed so the
+        # study shows no trial running forever. Tune logs an exception raised here and
+        # then waits forever for trials (Ray 2.60), so nothing may escape.
+        try:
+            close_orphans(self.inner)
+        except Exception as exc:  # noqa: BLE001 — a courtesy to the study, never a reason to stop
+            logging.getLogger("astray").warning("could not close orphaned Optuna trials: %s", exc)
+
+
+def close_orphans(inner: OptunaSearch) -> int:
+    """Mark RUNNING Optuna trials that no Tune trial owns as failed; returns how many."""
+    study = getattr(inner, "_ot_study", None)
+    if study is None:
+        return 0
+    known = {t.number for t in getattr(inner, "_ot_trials", {}).values()}
+    orphans = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.number not in known]
+    for number in orphans:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
+def make_searcher(search: SearchConfig, study_name: str, journal: Path, base_seed: int) -> PlanSearcher:
+    """Multi-objective OptunaSearch on a journal file, wrapped with the sweep's baselines and repeats."""
     sampler = make_sampler(search)
     directions = [o.direction for o in search.parsed_objectives]
-    storage = optuna.storages.InMemoryStorage()
+    storage = optuna_storage(journal)
     study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, directions=directions)
-    if baseline_params is not None:
-        study.enqueue_trial(baseline_params, user_attrs={BASELINE_FLAG: True})
-    return OptunaSearch(
+    study.set_user_attr("repeats", search.repeats)
+    study.set_user_attr("objective_value", "mean over a configuration's seed replicates")
+    inner = OptunaSearch(
         space=SearchSpace(search.params), metric=[o.metric for o in search.parsed_objectives],
         mode=[o.mode for o in search.parsed_objectives], sampler=sampler, study_name=study_name,
         storage=storage,
     )
+    plan = TrialPlan(search.parsed_baselines, search.num_samples, search.repeats, base_seed,
+                     [o.metric for o in search.parsed_objectives])
+    return PlanSearcher(inner, plan)
 
 
 def unique_study_name(sweep_name: str) -> str:

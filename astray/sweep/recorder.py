@@ -15,7 +15,7 @@ from astray.analysis.pareto import non_dominated
 from astray.config.dotted import get_dotted
 from astray.config.load import build_config
 from astray.config.sweep import SweepSpec
-from astray.schema import BASELINE_FLAG, COMPLETED, DIVERGED, ERROR, RETRYING, RUNNING, TERMINAL_STATUSES
+from astray.schema import BASELINE_FLAG, COMPLETED, KIND_SEARCHED, DIVERGED, ERROR, RETRYING, RUNNING, TERMINAL_STATUSES
 from astray.sweep.store import ResultStore, read_trials, trial_summary
 from astray.sweep.trial_config import trial_run_config
 
@@ -50,8 +50,11 @@ class SweepRecorder:
         if rec is None:
             # The same resolution the trial applies, so the row names what really ran.
             resolved = build_config(trial_run_config(self.spec, config))
-            rec = {"trial_id": trial_id, "status": RUNNING, BASELINE_FLAG: bool(config.get(BASELINE_FLAG)),
-                   "epochs": 0, "error": None, "node_id": None,
+            kind = config.get("baseline_kind", KIND_SEARCHED)
+            rec = {"trial_id": trial_id, "status": RUNNING, BASELINE_FLAG: kind != KIND_SEARCHED,
+                   "baseline_kind": kind, "budget": resolved.training.epochs / self.spec.run.training.epochs,
+                   "config_id": config.get("config_id", trial_id), "replicate": config.get("replicate", 0),
+                   "seed": resolved.training.seed, "epochs": 0, "error": None, "node_id": None,
                    "config_json": json.dumps(resolved.to_dict(), sort_keys=True)}
             settings = resolved.to_dict()
             for p in self.spec.search.params:  # the values the trial really trained with

@@ -32,7 +32,12 @@ MANIFEST = "sweep.json"
 TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_id", pa.string()),
     ("status", pa.string()),           # astray.schema: running | retrying | completed | diverged | error
-    (BASELINE_FLAG, pa.bool_()),
+    (BASELINE_FLAG, pa.bool_()),       # any baseline (dense or random), never a searched trial
+    ("baseline_kind", pa.string()),    # "" searched | dense | random (astray.schema KIND_*)
+    ("budget", pa.float64()),          # share of training.epochs the trial trained (dense baselines < 1)
+    ("config_id", pa.string()),        # the configuration; its seed replicates share it
+    ("replicate", pa.int64()),         # 0 .. search.repeats-1
+    ("seed", pa.int64()),              # training.seed of this replicate
     ("val_acc", pa.float64()),         # best validation accuracy over epochs
     ("final_val_acc", pa.float64()),
     ("val_macro_f1", pa.float64()),    # at the best epoch

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from astray.config.dotted import get_dotted, set_dotted
-from astray.config.sweep import Param, SweepSpec
+from astray.config.sweep import Baseline, Param, SweepSpec, baseline_overrides
 from astray.engine.models import check_model_name
 from astray.errors import ConfigError
-from astray.schema import BASELINE_FLAG
+from astray.schema import BASELINE_FLAG, KIND_DENSE, KIND_SEARCHED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,11 @@ class SweepPaths:
     @property
     def local(self) -> bool:
         return "://" not in self.storage
+
+    @property
+    def journal(self) -> Path:
+        """The Optuna study's journal file, inside the store."""
+        return self.store / "optuna" / "journal.log"
 
 
 def sweep_paths(spec: SweepSpec) -> SweepPaths:
@@ -49,13 +54,19 @@ def check_before_start(spec: SweepSpec, resume: bool) -> None:
 
 
 def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | None = None) -> dict[str, Any]:
-    """The raw run config of a trial: base + searched values (+ dense for the baseline)."""
-    if config.get(BASELINE_FLAG):
-        # The baseline is the base config trained dense: searched values (which Optuna
-        # needs it to carry) are not applied, so it has the budget the sweep started from.
-        raw = set_dotted(spec.raw_run, {"ast.strategy": "dense"})
-    else:
+    """The raw run config of a trial: base + searched values, or base + a baseline's
+    overrides; then the replicate's seed (``astray.sweep.plan`` makes ``config``)."""
+    kind = config.get("baseline_kind", KIND_DENSE if config.get(BASELINE_FLAG) else KIND_SEARCHED)
+    if kind == KIND_SEARCHED:
         raw = set_dotted(spec.raw_run, {p.key: config[p.key] for p in spec.search.params if p.key in config})
+    else:
+        # A baseline is the base config trained dense (for a share of the epochs) or on
+        # random subsets: searched values are not applied.
+        value = config.get("baseline_value")
+        b = Baseline(kind, 1.0 if value is None else float(value))
+        raw = set_dotted(spec.raw_run, baseline_overrides(b, spec.run.training.epochs))
+    if config.get("seed") is not None:
+        raw = set_dotted(raw, {"training.seed": int(config["seed"])})
     if work_dir is not None:
         raw = set_dotted(raw, {"logging.output_dir": str(work_dir)})
     # Meters read whole devices: say so when other trials share the device.
@@ -67,25 +78,6 @@ def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | N
         # One intra-op thread per reserved CPU: trials sharing a node must not oversubscribe it.
         raw = set_dotted(raw, {"training.threads": max(1, int(res.cpus_per_worker))})
     return raw
-
-
-def baseline_params(spec: SweepSpec) -> dict[str, Any]:
-    """Values the baseline's Optuna trial carries: the base config's, kept inside the space.
-
-    The baseline trains dense, so these values do not change what it does; they only
-    have to be valid points of the space.
-    """
-    run = spec.run.to_dict()
-    return {p.key: _clip(p, get_dotted(run, p.key)) for p in spec.search.params}
-
-
-def _clip(p: Param, value: Any) -> Any:
-    if p.type == "choice":
-        return value if value in p.values else p.values[0]
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        value = p.low
-    value = min(max(value, p.low), p.high)
-    return int(round(value)) if p.type == "int" else float(value)
 
 
 def resolved_sweep_config(spec: SweepSpec) -> dict[str, Any]:

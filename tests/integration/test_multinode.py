@@ -43,7 +43,7 @@ def test_trials_run_on_both_nodes(two_nodes, tmp_path):
 
 def test_two_worker_trial_spreads_over_both_nodes(two_nodes, tmp_path):
     proc = _tune_on(two_nodes, _sweep_args(tmp_path, "mn2", **{
-        "search.num_samples": 1, "search.baseline": False, "search.max_concurrent": 1,
+        "search.num_samples": 1, "search.baselines": "{}", "search.max_concurrent": 1,
         "resources.workers_per_trial": 2, "resources.placement_strategy": "STRICT_SPREAD"}))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trial = read_trials(tmp_path / "mn2").to_pandas().iloc[0]
@@ -62,7 +62,7 @@ def test_worker_node_lost_mid_trial_is_retried_on_another_node(tmp_path):
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         env.pop("RAY_ADDRESS", None)
-        args = _sweep_args(tmp_path, "loss", **{"search.num_samples": 1, "search.baseline": False,
+        args = _sweep_args(tmp_path, "loss", **{"search.num_samples": 1, "search.baselines": "{}",
                                                  "search.max_concurrent": 1, "training.epochs": 12,
                                                  "sweep.max_failures": 2})
         driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args, "--address", cluster.address], cwd=REPO,

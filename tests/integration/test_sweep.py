@@ -7,8 +7,11 @@ import os
 import signal
 import subprocess
 import time
+import wsgiref.util
 
 import duckdb
+import optuna
+import optuna_dashboard
 import pandas as pd
 import polars as pl
 import pyarrow.dataset as pads
@@ -26,7 +29,7 @@ def _sweep_args(results: os.PathLike, name: str, **extra: object) -> list[str]:
         "dataset.image_size": 16, "dataset.synthetic_samples": 192, "training.batch_size": 32,
         "training.epochs": 2, "training.lr": 0.05, "training.device": "cpu",
         "search.num_samples": 2, "search.max_concurrent": 2, "search.sampler": "random",
-        "sweep.name": name, "sweep.results_dir": str(results),
+        "search.baselines": "{dense_budgets: [1.0]}", "search.repeats": 1, "sweep.name": name, "sweep.results_dir": str(results),
     }
     values.update(extra)
     args = [str(REPO / "configs/quickstart.yaml")]
@@ -87,7 +90,7 @@ def test_sweep_fills_the_store(tmp_path):
 
 
 def test_two_worker_ddp_trial(tmp_path):
-    proc = _tune(_sweep_args(tmp_path, "ddp", **{"search.num_samples": 1, "search.baseline": False,
+    proc = _tune(_sweep_args(tmp_path, "ddp", **{"search.num_samples": 1, "search.baselines": "{}",
                                                   "search.max_concurrent": 1, "resources.workers_per_trial": 2}))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = read_trials(tmp_path / "ddp").to_pandas()
@@ -121,7 +124,11 @@ def test_bad_search_space_fails_before_ray_starts(tmp_path):
 
 
 def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
-    args = _sweep_args(tmp_path, "res", **{"search.num_samples": 3, "search.max_concurrent": 1, "training.epochs": 3})
+    """Baselines and replicates: (searched + baselines) x repeats trials, through a SIGKILL
+    of the driver, with Optuna's study in the store holding each configuration's mean."""
+    args = _sweep_args(tmp_path, "res", **{
+        "search.num_samples": 2, "search.max_concurrent": 2, "training.epochs": 2, "training.seed": 5,
+        "search.baselines": "{dense_budgets: [1.0, 0.5], random: [0.3]}", "search.repeats": 2})
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -145,15 +152,58 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     proc = _tune(args + ["--resume"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = read_trials(root).to_pandas()
-    assert len(trials) == 4 and trials["trial_id"].is_unique
-    assert set(trials["status"]) == {"completed"} and trials["is_baseline"].sum() == 1
+    assert len(trials) == (2 + 3) * 2 and trials["trial_id"].is_unique
+    assert set(trials["status"]) == {"completed"}
+    per_config = trials.groupby("config_id").agg(kind=("baseline_kind", "first"), n=("trial_id", "size"),
+                                                 seeds=("seed", lambda s: sorted(s)),
+                                                 epochs=("epochs", "first"), budget=("budget", "first"))
+    assert per_config.loc["dense@1"].tolist() == ["dense", 2, [5, 6], 2, 1.0]
+    assert per_config.loc["dense@0.5"].tolist() == ["dense", 2, [5, 6], 1, 0.5]
+    assert per_config.loc["random@0.3"].tolist() == ["random", 2, [5, 6], 2, 1.0]
+    searched = per_config[per_config["kind"] == ""]
+    assert len(searched) == 2 and all(s == [5, 6] for s in searched["seeds"])
+    assert trials["is_baseline"].sum() == 6
+    strategies = {c: json.loads(j)["ast"]["strategy"] for c, j in zip(trials["config_id"], trials["config_json"])}
+    assert strategies["dense@0.5"] == "dense" and strategies["random@0.3"] == "random"
     epochs = read_epochs(root).to_pandas()
-    assert len(epochs) == 12 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == trials["epochs"].sum() and not epochs.duplicated(["trial_id", "epoch"]).any()
     # Trials finished before the kill were not trained again: their rows are untouched.
     key = ["trial_id", "epoch", "train_time_s", "val_acc"]
     before = done_before[done_before["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
     after = epochs[epochs["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
+
+    # The study lives in the store: optuna.load_study reads each searched configuration
+    # once, with the mean of its replicates as the objective values.
+    manifest = json.loads((root / "sweep.json").read_text())
+    journal = manifest["optuna_storage"]["path"]
+    assert journal == str((root / "optuna" / "journal.log").resolve())
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+    study = optuna.load_study(study_name=manifest["study_name"], storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert sorted(t.user_attrs["config_id"] for t in done) == sorted(searched.index)
+    for t in done:
+        rows = trials[trials["config_id"] == t.user_attrs["config_id"]]
+        assert t.values == pytest.approx([rows["val_acc"].mean(), rows["energy_j"].mean()])
+        assert t.params["ast.kp"] == pytest.approx(rows["ast.kp"].iloc[0])
+    # optuna-dashboard serves the same study from the journal file (its WSGI app, no server).
+    dashboard = _wsgi_get(optuna_dashboard.wsgi(storage), "/api/studies")
+    (summary,) = dashboard["study_summaries"]
+    assert summary["study_name"] == manifest["study_name"]
+    served = _wsgi_get(optuna_dashboard.wsgi(storage), f"/api/studies/{summary['study_id']}")
+    assert sorted(t["values"] for t in served["trials"] if t["state"] == "Complete") == \
+        sorted(t.values for t in done)
+
+
+def _wsgi_get(app, path: str) -> dict:
+    environ: dict = {}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ["PATH_INFO"] = path
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+    assert status[0].startswith("200"), (path, status, body[:500])
+    return json.loads(body)
 
 
 def wait_for_epochs(driver: subprocess.Popen, root: os.PathLike, n: int, timeout_s: float = 300) -> pd.DataFrame:
@@ -175,7 +225,7 @@ def _trial_processes(session: int) -> list[int]:
 
 @pytest.mark.parametrize("max_failures, final_status", [(1, "completed"), (0, "error")])
 def test_killed_trial_is_retried_from_its_checkpoint_or_recorded(tmp_path, max_failures, final_status):
-    args = _sweep_args(tmp_path, "kill", **{"search.num_samples": 1, "search.baseline": False,
+    args = _sweep_args(tmp_path, "kill", **{"search.num_samples": 1, "search.baselines": "{}",
                                              "search.max_concurrent": 1, "training.epochs": 6,
                                              "sweep.max_failures": max_failures})
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")

@@ -1,0 +1,367 @@
+"""Replicates, baselines and the dense frontier (docs/design.md §9), checked by hand.
+
+Quantiles of Student's t are the tabulated ones (df 1: 12.7062, df 2: 4.3027, df 4:
+2.7764), so a wrong degree of freedom or a normal quantile in the code shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from astray.analysis.compute import analyze, not_separable_from
+from astray.analysis.frontier import (
+    advantage,
+    estimate,
+    frontier_accuracy_at,
+    frontier_energy_at,
+    upper_envelope,
+)
+from astray.analysis.labels import headline_text
+from astray.analysis.model import Estimate, FrontierPoint
+from astray.analysis.read import read_sweep, sweep_from_rows
+from astray.cli.report import main
+from astray.sweep.store import TRIAL_COLUMNS
+from tests.unit.test_analysis import ACC_ENERGY, trial_row
+from tests.unit.test_report import SEARCHED, build_store, check_outputs
+
+T95 = {1: 12.7062, 2: 4.3027, 4: 2.7764}
+NEW_COLUMNS = ("baseline_kind", "budget", "config_id", "replicate", "seed")
+
+
+def replicates(config_id: str, kind: str, budget: float, accs: list[float], energies: list[float],
+               **extra) -> list[dict]:
+    """One configuration's seed replicates as trials-table rows, with the new columns."""
+    return [trial_row(f"{config_id}-r{r}", acc, energy, is_baseline=kind != "", baseline_kind=kind, budget=budget,
+                      config_id=config_id, replicate=r, seed=100 + r, **extra)
+            for r, (acc, energy) in enumerate(zip(accs, energies))]
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    return [dict(r, ended_at=float(i + 1)) for i, r in enumerate(rows)]
+
+
+def point(energy: float, accuracy: float, name: str = "", n: int = 1, acc_se: float = math.nan) -> FrontierPoint:
+    std = acc_se * math.sqrt(n) if n >= 2 else math.nan
+    return FrontierPoint(Estimate(energy, math.nan, n, math.nan), Estimate(accuracy, std, n, math.nan), name)
+
+
+# ----------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("values, mean, std, df", [
+    ([1.0, 3.0], 2.0, math.sqrt(2.0), 1),
+    ([1.0, 2.0, 3.0], 2.0, 1.0, 2),
+    ([1.0, 2.0, 3.0, 4.0, 5.0], 3.0, math.sqrt(2.5), 4),
+])
+def test_ci_half_width_uses_student_t_with_n_minus_one_degrees(values, mean, std, df):
+    e = estimate(values)
+    n = len(values)
+    assert e.n == n and e.mean == pytest.approx(mean) and e.std == pytest.approx(std)
+    assert e.ci95 == pytest.approx(T95[df] * std / math.sqrt(n), rel=1e-4)
+
+
+def test_one_value_has_no_interval_and_nan_values_do_not_count():
+    one = estimate([0.9, math.nan])
+    assert one.n == 1 and one.mean == 0.9 and math.isnan(one.std) and math.isnan(one.ci95)
+    assert estimate([]).n == 0 and math.isnan(estimate([]).mean)
+
+
+def test_configuration_statistics_read_from_a_store(tmp_path):
+    rows = ordered(replicates("search-0000", "", 1.0, [0.80, 0.82, 0.84], [10.0, 20.0, 30.0])
+                   + [trial_row("search-0000-r3", None, None, status="error", error="OOM",
+                                config_id="search-0000", replicate=3)])
+    sweep = read_sweep(build_store(tmp_path / "s", rows))
+    (c,) = analyze([sweep], ACC_ENERGY).sweeps[0].configurations
+    assert (c.config_id, c.n_good, c.n_total) == ("search-0000", 3, 4)
+    assert c.stats["val_acc"].ci95 == pytest.approx(T95[2] * 0.02 / math.sqrt(3), rel=1e-4)
+    assert c.stats["energy_j"].ci95 == pytest.approx(T95[2] * 10.0 / math.sqrt(3), rel=1e-4)
+    assert [t.seed for t in c.replicates[:3]] == [100, 101, 102]
+
+
+# ----------------------------------------------------------------- the envelope
+
+
+def test_upper_envelope_drops_a_dearer_budget_that_is_less_accurate():
+    pts = [point(100.0, 0.90, "x1"), point(70.0, 0.78, "x0.7"), point(33.0, 0.70, "x0.33"),
+           point(50.0, 0.80, "x0.5"), point(50.0, 0.79, "x0.5-worse")]
+    env = upper_envelope(pts)
+    assert [p.config_id for p in env] == ["x0.33", "x0.5", "x1"]
+    # Between 50 J and 100 J the line joins 0.80 and 0.90; the 0.78 point is not on it.
+    assert frontier_accuracy_at(env, 60.0) == pytest.approx(0.82)
+    assert frontier_accuracy_at(env, 50.0) == pytest.approx(0.80)
+    assert frontier_energy_at(env, 0.85) == pytest.approx(75.0)
+    assert frontier_energy_at(env, 0.75) == pytest.approx(33.0 + 0.5 * 17.0)
+    assert frontier_energy_at(env, 0.90) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("energy", [20.0, 32.999, 100.001, 150.0, math.nan])
+def test_no_accuracy_is_read_off_the_frontier_outside_its_energy_range(energy):
+    env = upper_envelope([point(33.0, 0.70), point(100.0, 0.90)])
+    assert math.isnan(frontier_accuracy_at(env, energy))
+
+
+@pytest.mark.parametrize("accuracy", [0.5, 0.6999, 0.9001, 1.0])
+def test_no_energy_is_read_off_the_frontier_outside_its_accuracy_range(accuracy):
+    env = upper_envelope([point(33.0, 0.70), point(100.0, 0.90)])
+    assert math.isnan(frontier_energy_at(env, accuracy))
+
+
+# ----------------------------------------------------------------- the advantage
+
+
+def test_accuracy_gain_interval_takes_the_smallest_count_involved():
+    acc = Estimate(0.85, 0.01 * math.sqrt(5), 5, math.nan)  # se 0.01, df 4 on its own
+    energy = Estimate(50.0, math.nan, 5, math.nan)
+    env = (point(50.0, 0.80, "three", n=3, acc_se=0.02), point(100.0, 0.90, "two", n=2, acc_se=0.02))
+    # At the knot only the three-seed point is involved: df = 2.
+    at_knot = advantage(acc, energy, env)
+    assert at_knot.acc_gain_points == pytest.approx(5.0)
+    assert at_knot.acc_gain_ci95 == pytest.approx(100 * T95[2] * math.sqrt(0.01 ** 2 + 0.02 ** 2), rel=1e-4)
+    # Between the points both are: df = 1, weights 0.5 and 0.5.
+    between = advantage(acc, Estimate(75.0, math.nan, 5, math.nan), env)
+    se = math.sqrt(0.01 ** 2 + 0.25 * 0.02 ** 2 + 0.25 * 0.02 ** 2)
+    assert between.acc_gain_ci95 == pytest.approx(100 * T95[1] * se, rel=1e-4)
+    # With only one value the configuration has no interval, and so has the difference.
+    single = advantage(Estimate(0.85, math.nan, 1, math.nan), energy, env)
+    assert single.acc_gain_points == pytest.approx(5.0) and math.isnan(single.acc_gain_ci95)
+    assert math.isnan(single.energy_saving_lo) and math.isnan(single.energy_saving_hi)
+
+
+def frontier_rows(search_acc: list[float], search_energy: list[float]) -> list[dict]:
+    """Dense ×1 at 0.90 ± 0.002 (se) and 100 J, dense ×0.5 at 0.80 ± 0.002 and 50 J, one
+    searched configuration; two seeds each, so every t has df = 1."""
+    return ordered(replicates("dense@1", "dense", 1.0, [0.898, 0.902], [100.0, 100.0], target=1.0)
+                   + replicates("dense@0.5", "dense", 0.5, [0.798, 0.802], [50.0, 50.0], target=1.0)
+                   + replicates("search-0000", "", 1.0, search_acc, search_energy))
+
+
+def test_advantage_by_hand_when_ast_beats_training_less(tmp_path, capsys):
+    # Searched: val_acc 0.85 (se 0.001), 60 J (se 0.5).
+    root = build_store(tmp_path / "wins", frontier_rows([0.849, 0.851], [59.5, 60.5]))
+    s = analyze([read_sweep(root)], ACC_ENERGY).sweeps[0]
+    (frontier,) = s.frontiers
+    assert frontier.usable and [p.config_id for p in frontier.envelope] == ["dense@0.5", "dense@1"]
+    c = next(c for c in s.configurations if c.config_id == "search-0000")
+    adv = s.advantages[c.key]
+    # Equal accuracy: the frontier reaches 0.85 at 50 + 0.5 × 50 = 75 J.
+    assert adv.energy_saving == pytest.approx(1 - 60.0 / 75.0)
+    # Interval: half-width of the accuracy difference at 75 J (weights 0.5, 0.5), ends read off the line.
+    h = T95[1] * math.sqrt(0.001 ** 2 + 0.25 * 0.002 ** 2 + 0.25 * 0.002 ** 2)
+    h_energy = T95[1] * 0.5
+    e_lo, e_hi = 50 + (0.85 - h - 0.80) / 0.10 * 50, 50 + (0.85 + h - 0.80) / 0.10 * 50
+    assert adv.energy_saving_lo == pytest.approx(1 - (60.0 + h_energy) / e_lo, rel=1e-4)
+    assert adv.energy_saving_hi == pytest.approx(1 - (60.0 - h_energy) / e_hi, rel=1e-4)
+    # Equal energy: at 60 J the frontier has 0.80 + 0.2 × 0.10 = 0.82 (weights 0.8 and 0.2).
+    assert adv.acc_gain_points == pytest.approx(3.0)
+    se = math.sqrt(0.001 ** 2 + 0.8 ** 2 * 0.002 ** 2 + 0.2 ** 2 * 0.002 ** 2)
+    assert adv.acc_gain_ci95 == pytest.approx(100 * T95[1] * se, rel=1e-4)
+    assert adv.note == ""
+
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "best configuration search-0000 beats training less by 20.0% energy at equal accuracy" in printed
+    assert "2 seeds)" in printed
+    rows = check_outputs(root / "report")
+    header, body = rows[0], {r[rows[0].index("config_id")]: r for r in rows[1:]}
+    row = body["search-0000"]
+    assert float(row[header.index("energy_saving_vs_frontier")]) == pytest.approx(0.2)
+    assert float(row[header.index("acc_gain_vs_frontier_points")]) == pytest.approx(3.0)
+    assert row[header.index("trial_ids")] == "search-0000-r0;search-0000-r1"
+    assert float(row[header.index("val_acc")]) == pytest.approx(0.85)  # the old column holds the mean
+    assert float(row[header.index("val_acc_ci95")]) == pytest.approx(T95[1] * 0.001, rel=1e-4)
+    assert (row[header.index("n_good")], row[header.index("n_total")]) == ("2", "2")
+    md = (root / "report" / "report.md").read_text()
+    assert "## Advantage over training less" in md and "How to read the plot" in md
+    assert "+20.0%" in md and "+3.00 ± " in md
+
+
+def test_advantage_by_hand_when_ast_loses_to_training_less(tmp_path, capsys):
+    # 0.82 costs the frontier 50 + 0.2 × 50 = 60 J; the searched configuration spends 80 J.
+    root = build_store(tmp_path / "loses", frontier_rows([0.819, 0.821], [79.5, 80.5]))
+    s = analyze([read_sweep(root)], ACC_ENERGY).sweeps[0]
+    c = next(c for c in s.configurations if c.config_id == "search-0000")
+    adv = s.advantages[c.key]
+    assert adv.energy_saving == pytest.approx(1 - 80.0 / 60.0)
+    assert adv.acc_gain_points == pytest.approx((0.82 - 0.86) * 100)  # the frontier has 0.86 at 80 J
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "No searched configuration beats training less" in printed and "-33.3%" in printed
+    assert "No searched configuration beats training less" in (root / "report" / "report.md").read_text()
+
+
+def test_outside_the_frontier_nothing_is_claimed(tmp_path):
+    # More accurate than the best dense budget and cheaper than the cheapest: off both ranges.
+    rows = frontier_rows([0.949, 0.951], [29.5, 30.5])
+    s = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
+    c = next(c for c in s.sweeps[0].configurations if c.config_id == "search-0000")
+    adv = s.sweeps[0].advantages[c.key]
+    assert math.isnan(adv.energy_saving) and math.isnan(adv.acc_gain_points)
+    assert "above the frontier's range" in adv.note and "below the frontier's range" in adv.note
+    # Nothing is read off the line, but no dense budget tried reaches it: it beats training less.
+    (h,) = s.headlines
+    assert h.best is None and h.beats
+    assert headline_text(h) == ("search-0000 is more accurate than dense at every budget tried (val_acc 0.95 "
+                                "against at most 0.9) and uses 70.0% less energy than that budget (dense@1), so "
+                                "it beats training less by more than the frontier can measure.")
+
+
+def test_above_the_frontier_at_more_energy_claims_nothing():
+    s = analyze([sweep_from_rows("s", frontier_rows([0.949, 0.951], [119.5, 120.5]))], ACC_ENERGY)
+    (h,) = s.headlines
+    assert not h.beats and "outside the dense frontier's accuracy range" in h.reason
+
+
+def test_one_dense_budget_is_no_frontier():
+    rows = ordered(replicates("dense@1", "dense", 1.0, [0.9], [100.0]) + replicates("search-0000", "", 1.0,
+                                                                                     [0.85], [60.0]))
+    a = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
+    assert not a.sweeps[0].frontiers[0].usable
+    assert "fewer than 2 dense budgets" in a.headlines[0].reason
+    # Two old-style baseline trials are two dense runs at the whole budget: still one budget.
+    old = [trial_row("b1", 0.9, 100.0, is_baseline=True), trial_row("b2", 0.8, 50.0, is_baseline=True),
+           trial_row("t", 0.85, 60.0)]
+    a = analyze([sweep_from_rows("s", old)], ACC_ENERGY)
+    assert not a.sweeps[0].frontiers[0].usable and a.headlines[0].best is None
+
+
+def test_no_saving_against_a_frontier_on_another_energy_axis():
+    exclusive = {"energy_source": "rapl", "energy_scope": "device"}
+    shared = {"energy_source": "rapl", "energy_scope": "device-shared"}
+    rows = ordered(replicates("dense@1", "dense", 1.0, [0.90], [100.0], **exclusive)
+                   + replicates("dense@0.5", "dense", 0.5, [0.80], [50.0], **exclusive)
+                   + replicates("search-0000", "", 1.0, [0.85], [60.0], **exclusive)
+                   + replicates("search-0001", "", 1.0, [0.85], [60.0], **shared))
+    s = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).sweeps[0]
+    by_id = {c.config_id: c for c in s.configurations}
+    same = s.advantages[by_id["search-0000"].key]
+    other = s.advantages[by_id["search-0001"].key]
+    assert same.energy_saving == pytest.approx(0.2) and same.acc_gain_points == pytest.approx(3.0)
+    assert math.isnan(other.energy_saving) and math.isnan(other.acc_gain_points)
+    assert "rapl (device-shared)" in other.note and "never compared across axes" in other.note
+
+
+# ----------------------------------------------------------------- separability
+
+
+def test_not_separable_when_the_intervals_overlap_on_every_better_objective():
+    rows = ordered(replicates("search-0000", "", 1.0, [0.90, 0.92], [50.0, 50.0])    # F: 0.91, ci ±0.127
+                   + replicates("search-0001", "", 1.0, [0.89, 0.91], [50.0, 50.0])  # D: 0.90, same energy
+                   + replicates("search-0002", "", 1.0, [0.950, 0.952], [80.0, 80.0])  # G: 0.951, ci ±0.0127
+                   + replicates("search-0003", "", 1.0, [0.800, 0.802], [80.0, 80.0]))  # H: 0.801
+    a = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
+    front = a.groups[0].fronts[0]
+    by_id = {c.config_id: c for c in front.points}
+    assert {c.config_id for c in front.front} == {"search-0000", "search-0002"}
+    f, g = by_id["search-0000"], by_id["search-0002"]
+    assert [d.config_id for d in front.not_separable[f.key]] == ["search-0001"]
+    assert g.key not in front.not_separable  # 0.951 − 0.801 is far beyond both half-widths
+    assert not_separable_from(g, front.points, ACC_ENERGY) == ()
+
+
+def test_a_single_seed_has_no_interval(tmp_path):
+    rows = ordered([trial_row("a", 0.91, 50.0), trial_row("b", 0.90, 50.0)])
+    a = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
+    front = a.groups[0].fronts[0]
+    assert front.not_separable == {}
+    root = build_store(tmp_path / "s", rows + [trial_row("c", 0.5, 10.0, ended_at=3.0)])
+    out = tmp_path / "rep"
+    assert main([str(root), "--out", str(out)]) == 0
+    with open(out / "front.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {r["not_separable_from"] for r in table} == {""}
+
+
+# ----------------------------------------------------------------- configurations as points
+
+
+def test_two_replicates_make_one_front_point_at_their_mean():
+    rows = [trial_row("r0", 0.90, 40.0, config_id="search-0000", replicate=0, ended_at=1.0),
+            trial_row("s1", 0.84, 55.0, config_id="search-0001", ended_at=2.0),
+            trial_row("r1", 0.80, 60.0, config_id="search-0000", replicate=1, ended_at=3.0)]
+    a = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
+    front = a.groups[0].fronts[0]
+    assert len(front.points) == 2 and front.good_trials == 3
+    (point_,) = front.front
+    assert point_.config_id == "search-0000" and point_.trial_ids == ("r0", "r1")
+    assert point_.metrics["val_acc"] == pytest.approx(0.85) and point_.metrics["energy_j"] == pytest.approx(50.0)
+    # No baseline: the reference is 1.1 × the worst mean energy, 55 J → 60.5 J.
+    assert a.groups[0].reference == pytest.approx((0.0, 60.5))
+    assert front.hypervolume == pytest.approx(0.85 * 10.5)
+    # After r0 alone the configuration sits at (0.90, 40 J); s1 adds nothing; r1 moves it.
+    assert [v for _, v in front.curve] == pytest.approx([0.9 * 20.5, 0.9 * 20.5, 0.85 * 10.5])
+    assert [t.trial_id for t in a.front_trials()] == ["r0", "r1"]
+
+
+def test_savings_use_the_dense_baselines_replicate_mean():
+    rows = ordered(replicates("dense@1", "dense", 1.0, [0.90, 0.92], [90.0, 110.0])
+                   + replicates("search-0000", "", 1.0, [0.85], [40.0]))
+    s = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).sweeps[0]
+    assert s.baseline.config_id == "dense@1" and s.baseline.n_good == 2
+    (sv,) = s.savings
+    assert sv.energy == pytest.approx(0.6) and sv.val_acc_points == pytest.approx(-6.0)
+
+
+# ----------------------------------------------------------------- a store from before
+
+
+def write_legacy_store(root: Path, rows: list[dict]) -> Path:
+    """Trial files with the columns a store had before baselines got kinds and replicates."""
+    columns = [(n, t) for n, t in TRIAL_COLUMNS if n not in NEW_COLUMNS] + list(SEARCHED.items())
+    assert len(columns) == len(TRIAL_COLUMNS) - len(NEW_COLUMNS) + len(SEARCHED)
+    schema = pa.schema(columns)
+    (root / "trials").mkdir(parents=True)
+    for i, row in enumerate(rows):
+        row = dict(row, **{"ast.kp": 0.5 + i})
+        table = pa.Table.from_pylist([{n: row.get(n) for n in schema.names}], schema=schema)
+        pq.write_table(table, root / "trials" / f"{row['trial_id']}.parquet")
+    (root / "sweep.json").write_text(json.dumps({"config": {"search": {"objectives": [
+        {"metric": "val_acc", "mode": "max"}, {"metric": "energy_j", "mode": "min"}]}}}))
+    return root
+
+
+def test_a_store_written_before_replicates_reports_as_before(tmp_path, capsys):
+    seeded = json.dumps({"ast": {"target_activation": 0.4, "strategy": "stale"}, "training": {"seed": 7}})
+    rows = [trial_row("base", 0.95, 100.0, is_baseline=True, ended_at=1.0),
+            trial_row("t1", 0.94, 40.0, ended_at=2.0, target=0.4, config_json=seeded),
+            trial_row("t2", 0.90, 30.0, ended_at=3.0, target=0.2),
+            trial_row("t3", 0.90, 60.0, ended_at=4.0),
+            trial_row("t4", 0.90, 30.0, ended_at=5.0, target=0.2),
+            trial_row("div", 0.1, 20.0, status="diverged", error="loss became nan", ended_at=6.0)]
+    root = write_legacy_store(tmp_path / "old", rows)
+    assert set(NEW_COLUMNS).isdisjoint(pq.read_schema(root / "trials" / "t1.parquet").names)
+    sweep = read_sweep(root)
+    t1 = next(t for t in sweep.trials if t.trial_id == "t1")
+    base = next(t for t in sweep.trials if t.trial_id == "base")
+    assert (t1.baseline_kind, t1.budget, t1.config_id, t1.replicate, t1.seed) == ("", 1.0, "t1", 0, 7)
+    assert (base.baseline_kind, base.budget, base.seed) == ("dense", 1.0, None)
+
+    out = tmp_path / "rep"
+    assert main([str(root), "--out", str(out)]) == 0
+    with open(out / "front.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {r["trial_id"] for r in table} == {"base", "t1", "t2", "t4"}
+    assert all(r["config_id"] == r["trial_id"] and r["trial_ids"] == r["trial_id"] for r in table)
+    assert {(r["n_good"], r["n_total"]) for r in table} == {("1", "1")}
+    assert {r["baseline_kind"] for r in table} == {"dense", ""}
+    assert all(r["val_acc_ci95"] == "nan" for r in table)
+    md = (out / "report.md").read_text()
+    assert "+60.0 %" in md  # t1 against the baseline, as before
+    assert "fewer than 2 dense budgets" in md  # one dense budget: no frontier, and the report says so
+    assert "base (dense baseline)" in md and "seeds" not in md.split("## Advantage")[0]
+    printed = capsys.readouterr().out
+    assert "front of old: 4 of 5 trials (base, t1, t2, t4)" in printed
+
+
+def test_a_mean_one_bit_off_the_frontier_end_is_on_it():
+    top = (0.9944444444444445 + 0.9944444444444444) / 2  # two seeds' mean of 358/360
+    frontier = [point(50.0, 0.8), point(100.0, top)]
+    assert frontier_energy_at(frontier, math.nextafter(top, 1.0)) == pytest.approx(100.0)
+    assert frontier_energy_at(frontier, math.nextafter(0.8, 0.0)) == pytest.approx(50.0)
+    assert math.isnan(frontier_energy_at(frontier, top + 1e-6))
