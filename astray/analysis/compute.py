@@ -70,6 +70,7 @@ from astray.schema import (
     COMPLETED,
     ENERGY_METRICS,
     FAILED_STATUSES,
+    KIND_SEARCHED,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
     Objective,
@@ -373,7 +374,17 @@ def headline(sweep: SweepSummary, front: Sequence[Configuration]) -> Headline:
     against training less (its saving may be negative), or why none can be compared."""
     searched = [c for c in front if not c.is_baseline]
     if not searched:
-        return Headline(sweep.name, None, None, "no searched configuration is on the front yet")
+        # Nothing searched made the front: it does not beat training less. Say how close
+        # the best finished one came, when the frontier can tell.
+        done = [c for c in sweep.configurations if c.kind == KIND_SEARCHED and c.n_good]
+        if not done:
+            return Headline(sweep.name, None, None, "no searched configuration has finished yet")
+        scored = [(sweep.advantages[c.key], c) for c in done if c.key in sweep.advantages]
+        finite = [(adv, c) for adv, c in scored if math.isfinite(adv.energy_saving)]
+        if finite:
+            adv, best = max(finite, key=lambda ac: ac[0].energy_saving)
+            return Headline(sweep.name, best, adv, "", on_front=False)
+        return Headline(sweep.name, None, None, "", on_front=False)
     scored = [(sweep.advantages[c.key], c) for c in searched if c.key in sweep.advantages]
     finite = [(adv, c) for adv, c in scored if math.isfinite(adv.energy_saving)]
     if finite:

@@ -116,6 +116,9 @@ def headline_text(h: Headline, multi: bool = False) -> str:
     where = f"{h.sweep}: " if multi else ""
     if h.dominates_frontier:
         return f"{where}{h.dominates_frontier}."
+    if not h.on_front and (h.best is None or h.advantage is None):
+        return (f"{where}No searched configuration beats training less: none is on the front, and none lies "
+                "within the dense frontier's range to say by how much.")
     if h.best is None or h.advantage is None:
         return f"{where}No comparison with training less: {h.reason}."
     adv = h.advantage
@@ -129,6 +132,9 @@ def headline_text(h: Headline, multi: bool = False) -> str:
     if h.beats:
         return (f"{where}best configuration {h.best.config_id} beats training less by {number} energy at "
                 f"equal accuracy ({ci}).")
+    if not h.on_front:
+        return (f"{where}No searched configuration beats training less: none is on the front; the closest, "
+                f"{h.best.config_id}, saves {number} energy at equal accuracy ({ci}).")
     return (f"{where}No searched configuration beats training less: the best, {h.best.config_id}, saves "
             f"{number} energy at equal accuracy ({ci}).")
 

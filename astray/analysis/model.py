@@ -320,9 +320,12 @@ class Headline:
     advantage: Advantage | None  # its numbers
     reason: str  # when ``best`` is None: why nothing could be compared
     dominates_frontier: str = ""  # when a searched configuration beats every dense budget outright: which, in words
+    on_front: bool = True  # False: no searched configuration is on the front; ``best`` is the closest finished one
 
     @property
     def beats(self) -> bool:
+        if not self.on_front:
+            return False
         return bool(self.dominates_frontier) or (self.advantage is not None and self.advantage.energy_saving > 0)
 
 

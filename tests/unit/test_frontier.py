@@ -365,3 +365,13 @@ def test_a_mean_one_bit_off_the_frontier_end_is_on_it():
     assert frontier_energy_at(frontier, math.nextafter(top, 1.0)) == pytest.approx(100.0)
     assert frontier_energy_at(frontier, math.nextafter(0.8, 0.0)) == pytest.approx(50.0)
     assert math.isnan(frontier_energy_at(frontier, top + 1e-6))
+
+
+def test_a_searched_configuration_off_the_front_does_not_beat_training_less():
+    # 0.85 at 110 J: dense x1 (0.90 at 100 J) dominates it; the frontier reaches 0.85 at 75 J.
+    s = analyze([sweep_from_rows("s", frontier_rows([0.849, 0.851], [109.5, 110.5]))], ACC_ENERGY)
+    (h,) = s.headlines
+    assert not h.beats and not h.on_front and h.best.config_id == "search-0000"
+    assert h.advantage.energy_saving == pytest.approx(1 - 110.0 / 75.0)
+    assert headline_text(h).startswith("No searched configuration beats training less: none is on the front; "
+                                       "the closest, search-0000, saves -46.7% energy at equal accuracy")

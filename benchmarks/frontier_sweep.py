@@ -1,0 +1,157 @@
+"""A whole sweep against the dense frontier: does the searched AST beat training less?
+
+Runs ``astray tune`` on real Fashion-MNIST (the original IDX files; ``apt-get install
+dataset-fashion-mnist``) with baselines and seed replicates, then ``astray report``, and
+prints every configuration as the report analyses it: replicate mean ± 95 % t interval
+of val_acc and energy, the energy saved at equal accuracy and the accuracy gained at
+equal energy against the dense frontier, and the report's headline.
+
+Defaults fit 2 CPU cores in about 40 minutes: a 10,000-image stratified subset, the tiny
+``test_resnet``, 10 epochs, ``reforward`` searched over target activation 0.3–0.7 and the
+PI gains (6 configurations), dense at budgets 1.0/0.5/0.3, random subsets at 0.3 and 0.5,
+3 seeds each: (6 + 5) × 3 = 33 trials, one at a time (each gets both cores, so the time
+energy model is not bent by trials competing for them). Energy is the sweep's meter:
+``model`` (seconds × watts, an estimate) here, NVML on a GPU.
+
+Writes ``benchmarks/results/frontier_sweep.json``; the sweep's store and report stay in
+``--results`` (default: a temporary folder, printed).
+
+    python benchmarks/frontier_sweep.py
+    python benchmarks/frontier_sweep.py --quick        # digits, 2 epochs: checks the script in ~2 min
+    python benchmarks/frontier_sweep.py --store DIR    # analyse a finished sweep again
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from astray.analysis.compute import analyze  # noqa: E402
+from astray.analysis.labels import headline_text  # noqa: E402
+from astray.analysis.read import objectives_from_manifest, read_sweep  # noqa: E402
+from astray.sweep.provenance import git_commit, hardware, library_versions  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "frontier_sweep.json"
+
+FASHION = {
+    "model.name": "test_resnet", "dataset.train_subset": 10000, "training.epochs": 10, "ast.strategy": "reforward",
+    "search.num_samples": 6, "search.repeats": 3, "search.max_concurrent": 1, "search.sampler": "tpe",
+    "search.baselines": "{dense_budgets: [1.0, 0.5, 0.3], random: [0.3, 0.5]}",
+    "search.space": "{ast.target_activation: {type: uniform, low: 0.3, high: 0.7}, "
+                    "ast.kp: {type: loguniform, low: 0.2, high: 3.0}, ast.ki: {type: loguniform, low: 0.002, high: 0.1}}",
+    "resources.cpus_per_worker": 2,
+}
+QUICK = {  # the quickstart digits, 2 epochs: checks the script end to end
+    "training.epochs": 2, "search.num_samples": 2, "search.repeats": 2, "search.max_concurrent": 2,
+    "search.baselines": "{dense_budgets: [1.0, 0.5], random: [0.3]}",
+}
+
+
+def run_sweep(config: str, overrides: dict, results: Path, name: str) -> float:
+    args = [sys.executable, "-m", "astray.tune", config, "--set", f"sweep.results_dir={results}",
+            "--set", f"sweep.name={name}"]
+    for k, v in overrides.items():
+        args += ["--set", f"{k}={v}"]
+    t0 = time.perf_counter()
+    subprocess.run(args, cwd=REPO, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return time.perf_counter() - t0
+
+
+def rows_of(store: Path) -> tuple[list[dict], list[str]]:
+    sweep = read_sweep(store)
+    a = analyze([sweep], objectives_from_manifest(sweep.manifest))
+    s = a.sweeps[0]
+    out = []
+    for c in sorted(s.configurations, key=lambda c: (c.kind != "dense", c.kind != "random",
+                                                    -c.budget, c.config_id)):
+        adv = s.advantages.get(c.key)
+        out.append({
+            "config_id": c.config_id, "kind": c.kind or "searched", "budget": c.budget,
+            "strategy": c.strategy, "target_activation": c.target_activation,
+            "seeds": f"{c.n_good}/{c.n_total}",
+            "val_acc": c.stats["val_acc"].mean, "val_acc_ci95": c.stats["val_acc"].ci95,
+            "energy_j": c.stats["energy_j"].mean, "energy_ci95": c.stats["energy_j"].ci95,
+            "energy_source": c.energy_source,
+            "flops_ratio": c.metrics["flops"] / s.baseline.metrics["flops"] if s.baseline else math.nan,
+            "saving_vs_frontier": adv.energy_saving if adv else math.nan,
+            "saving_lo": adv.energy_saving_lo if adv else math.nan,
+            "saving_hi": adv.energy_saving_hi if adv else math.nan,
+            "gain_points": adv.acc_gain_points if adv else math.nan,
+            "gain_ci95": adv.acc_gain_ci95 if adv else math.nan,
+            "on_front": any(c.key == f.key for g in a.groups for fr in g.fronts for f in fr.front),
+        })
+    return out, [headline_text(h) for h in a.headlines]
+
+
+def table(rows: list[dict]) -> str:
+    def ci(v: float, h: float, f: str) -> str:
+        return f"{v:{f}} ± {h:{f.lstrip('+')}}" if math.isfinite(h) else f"{v:{f}}"
+
+    def pct(v: float) -> str:
+        return "—" if not math.isfinite(v) else f"{100 * v:+.1f}%"
+
+    head = ("| configuration | kind | seeds | val_acc mean ± 95% CI | energy [J] mean ± 95% CI | FLOPs ×dense "
+            "| energy saved vs frontier [95% CI] | acc gain vs frontier [pt] |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        kind = r["kind"] + (f" ×{r['budget']:g}" if r["kind"] == "dense" else "")
+        if r["kind"] in ("random", "searched") and r["target_activation"] is not None:
+            kind += f" a={r['target_activation']:.2f}"
+        gain = "—" if not math.isfinite(r["gain_points"]) else ci(r["gain_points"], r["gain_ci95"], "+.2f")
+        saving = pct(r["saving_vs_frontier"])
+        if math.isfinite(r["saving_vs_frontier"]):
+            saving += f" [{pct(r['saving_lo'])}..{pct(r['saving_hi'])}]"
+        lines.append(f"| {r['config_id']}{' ★' if r['on_front'] else ''} | {kind} | {r['seeds']} "
+                     f"| {ci(r['val_acc'], r['val_acc_ci95'], '.4f')} | {ci(r['energy_j'], r['energy_ci95'], '.0f')} "
+                     f"| {r['flops_ratio']:.2f} | {saving} | {gain} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the quickstart digits for 2 epochs (checks the script)")
+    p.add_argument("--results", default=None, help="where the sweep's store goes (default: a temporary folder)")
+    p.add_argument("--store", default=None, help="analyse this finished sweep again instead of running one "
+                   "(keeps the sweep time --out recorded for it)")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    config = "configs/quickstart.yaml" if args.quick else "configs/fashion.yaml"
+    overrides = QUICK if args.quick else FASHION
+    out = Path(args.out)
+    if args.store:
+        store = Path(args.store)
+        before = json.loads(out.read_text()) if out.exists() else {}
+        wall = before.get("sweep_wall_s") if before.get("store") == str(store) else None
+    else:
+        results = Path(args.results or tempfile.mkdtemp(prefix="astray-frontier-"))
+        name = f"frontier-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"[frontier] sweep {name} in {results}", flush=True)
+        wall = run_sweep(config, overrides, results, name)
+        store = results / name
+    subprocess.run([sys.executable, "-m", "astray.report", str(store)], cwd=REPO, check=True)
+    rows, headlines = rows_of(store)
+    print(table(rows))
+    for h in headlines:
+        print(h)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "config": config, "overrides": overrides,
+        "git_commit": git_commit(), "hardware": hardware(), "libraries": library_versions(),
+        "sweep_wall_s": wall, "store": str(store), "headlines": headlines, "configurations": rows,
+    }, indent=2, default=str))
+    print(f"[frontier] wrote {out}; report in {store / 'report'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
