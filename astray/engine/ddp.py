@@ -9,6 +9,8 @@ same with one rank or many.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from datetime import timedelta
 from typing import Any
@@ -199,6 +201,31 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     # runs exactly one training forward per step (rule 2), so that collective always
     # pairs up; scoring and evaluation call the unwrapped module and sync nothing.
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def gradient_sync(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """DDP's gradient all-reduce on (the default) or off for one forward and backward
+    (rule 6): off on the micro-steps of an accumulation window that do not end it."""
+    if enabled or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def average_gradients_(model: nn.Module) -> None:
+    """Average every gradient over ranks, in place, in one flat all-reduce (rule 6): for a
+    window whose backward passes all ran under ``no_sync``, because its last micro-step
+    trained nothing anywhere and so ran no backward to carry DDP's all-reduce."""
+    if not is_distributed():
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = all_reduce_sum(flat.to(backend_device())).to(flat.device) / world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

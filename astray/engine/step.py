@@ -40,6 +40,7 @@ class StepStats:
     sig: torch.Tensor  # significance of every loaded sample (CPU), for the score table
     stop: bool  # some rank asked to stop (time budget)
     diverged: bool  # some rank saw a non-finite loss in the previous step
+    synced: bool = True  # its backward all-reduced gradients (False: none ran, or under no_sync)
 
 
 def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
@@ -69,6 +70,7 @@ def train_step(
     stop_requested: bool = False,
     nonfinite_seen: bool = False,
     calibrate: bool = True,
+    window_end: bool = True,
 ) -> StepStats:
     """Run one step of adaptive sparse training on this rank's batch.
 
@@ -77,6 +79,9 @@ def train_step(
     *would* have been active so its threshold is calibrated when sparsity begins.
     ``weights`` are per-sample loss weights (1/p for randomly kept samples); the
     optimizer step divides by their global sum, not by the number of samples.
+    ``window_end`` is False on the micro-steps of an accumulation window that do not
+    end it: their backward runs under DDP's ``no_sync`` (rule 6), unless some rank asked
+    to stop, which ends the window here.
     """
     n = y.numel()
     scoring = sparse and strategy.scores_before_backward
@@ -98,6 +103,7 @@ def train_step(
 
     forward = n if scoring else 0
     backward = 0
+    synced = False  # did a backward here all-reduce the window's gradients?
     if global_active > 0:
         if n_selected > 0:
             xs, ys, ws = (x, y, weights) if selected is None else (x[selected], y[selected], weights[selected])
@@ -105,14 +111,16 @@ def train_step(
         else:
             xs, ys, ws = ddp.zero_weight_stand_in(x, y, weights)  # rule 2
             scale = 0.0
-        with settings.autocast(), (batchnorm.frozen_statistics(model) if scoring else contextlib.nullcontext()):
-            logits = model(xs)
-            per_sample = F.cross_entropy(logits.float(), ys, reduction="none",
-                                         label_smoothing=settings.label_smoothing)
-        # Sum, times world size: DDP averages over ranks, so the result is the sum over
-        # all ranks; optimizer_step divides by the window's global weight sum (rule 1).
-        loss = (per_sample * ws).sum() * (scale * ddp.loss_scale())
-        (settings.scaler.scale(loss) if settings.scaler else loss).backward()
+        synced = window_end or stop
+        with ddp.gradient_sync(model, synced):  # forward and backward both inside, as DDP requires
+            with settings.autocast(), (batchnorm.frozen_statistics(model) if scoring else contextlib.nullcontext()):
+                logits = model(xs)
+                per_sample = F.cross_entropy(logits.float(), ys, reduction="none",
+                                             label_smoothing=settings.label_smoothing)
+            # Sum, times world size: DDP averages over ranks, so the result is the sum over
+            # all ranks; optimizer_step divides by the window's global weight sum (rule 1).
+            loss = (per_sample * ws).sum() * (scale * ddp.loss_scale())
+            (settings.scaler.scale(loss) if settings.scaler else loss).backward()
         forward += xs.shape[0]
         backward += xs.shape[0]
         if not scoring:
@@ -136,7 +144,7 @@ def train_step(
         ce = F.cross_entropy(logits_all.float(), y, reduction="sum") if logits_all.shape[1] > 1 else torch.zeros(())
         correct = int((logits_all.argmax(1) == y).sum()) if logits_all.shape[1] > 1 else 0
     return StepStats(n, forward, backward, global_active, global_loaded, global_weight, float(ce), correct,
-                     sig.detach().cpu(), stop, diverged)
+                     sig.detach().cpu(), stop, diverged, synced)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,

@@ -229,6 +229,7 @@ class Trainer:
         loss_sum = 0.0
         seen_idx, seen_sig = [], []
         window_active, window_weight, stop, nonfinite = 0, 0.0, False, False
+        window_unsynced = False  # some backward of this window ran under no_sync (rule 6)
         self.meter.begin()
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(loader):
@@ -238,15 +239,20 @@ class Trainer:
                 group["lr"] = lr_at(cfg, progress, self.world)
             elapsed = self.elapsed_before + time.perf_counter() - self.started
             over_time = t.max_minutes > 0 and elapsed > 60 * t.max_minutes
+            window_end = (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps
             s = train_step(self.model, x, y, weight_of[idx].to(self.device), self.strategy, self.controller,
                            self.settings, sparse=sparse, progress=progress, stop_requested=over_time,
-                           nonfinite_seen=nonfinite, calibrate=self.strategy.uses_controller)
+                           nonfinite_seen=nonfinite, calibrate=self.strategy.uses_controller, window_end=window_end)
             if s.diverged:
                 raise self._diverged(f"at epoch {epoch + 1} step {step} (lr {lr_at(cfg, progress, self.world):.3g})")
             nonfinite = self._loss_too_high(s.loss_sum / max(s.loaded, 1))
             window_active += s.global_active
             window_weight += s.global_weight
-            if (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps or s.stop:
+            window_unsynced |= s.global_active > 0 and not s.synced
+            if window_end or s.stop:
+                if window_unsynced and not s.synced:
+                    ddp.average_gradients_(self.model)  # the last micro-step ran no backward (rule 6)
+                window_unsynced = False
                 optimizer_step(self.model, self.optimizer, self.settings, window_active, t.grad_clip, window_weight)
                 window_active, window_weight = 0, 0.0
             loaded += s.loaded
