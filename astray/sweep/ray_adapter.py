@@ -47,6 +47,11 @@ from astray.config.sweep import Param, ResourcesConfig, SearchConfig  # noqa: E4
 from astray.sweep.plan import TrialPlan  # noqa: E402
 
 
+# Checkpoints Ray keeps per trial, Tune and Train alike: the newest is what a retry or
+# --resume restores; one more survives a crash while the newest is being written.
+CHECKPOINTS_KEPT = 2
+
+
 # --------------------------------------------------------------------------- cluster
 
 def init(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
@@ -287,7 +292,9 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
             placement_strategy=resources.placement_strategy),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path, callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=0)),  # Tune owns retries
+            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune owns retries
+            # Unset, Train keeps every epoch's checkpoint (64 full ones per ImageNet trial).
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
     )
     trainer.fit()
 
@@ -337,7 +344,7 @@ def make_tuner(trainable: Any, searcher: OptunaSearch, num_samples: int, max_con
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=1,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
     )
 
 

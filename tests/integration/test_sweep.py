@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow.dataset as pads
 import pytest
 
+from astray.sweep.checkpoints import latest_checkpoint
 from astray.sweep.store import read_epochs, read_trials
 from tests.conftest import PYTHON, REPO
 
@@ -91,13 +92,19 @@ def test_sweep_fills_the_store(tmp_path):
 
 def test_two_worker_ddp_trial(tmp_path):
     proc = _tune(_sweep_args(tmp_path, "ddp", **{"search.num_samples": 1, "search.baselines": "{}",
-                                                  "search.max_concurrent": 1, "resources.workers_per_trial": 2}))
+                                                  "search.max_concurrent": 1, "resources.workers_per_trial": 2,
+                                                  "training.epochs": 3}))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = read_trials(tmp_path / "ddp").to_pandas()
-    assert len(trials) == 1 and trials["status"][0] == "completed" and trials["epochs"][0] == 2
+    assert len(trials) == 1 and trials["status"][0] == "completed" and trials["epochs"][0] == 3
     assert "2 process(es)" in proc.stdout  # the engine ran under DDP with two ranks
     epochs = read_epochs(tmp_path / "ddp").to_pandas()
-    assert epochs["epoch"].tolist() == [1, 2]
+    assert epochs["epoch"].tolist() == [1, 2, 3]
+    # Ray Train keeps a bounded number of the trial's checkpoints, the newest among them.
+    (train_run,) = (tmp_path / "ddp" / "ray").glob(f"train-{trials['trial_id'][0]}")
+    kept = sorted(d for d in train_run.glob("checkpoint_*") if d.is_dir())
+    assert 1 <= len(kept) <= 2, kept
+    assert latest_checkpoint(tmp_path / "ddp" / "ray", trials["trial_id"][0]) in kept
 
 
 def test_diverging_and_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
