@@ -369,6 +369,22 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
     return Analysis(objectives, summaries, tuple(groups), split, tuple(notes), heads)
 
 
+def _most_saving(sweep: SweepSummary, configs: Sequence[Configuration]) -> tuple[Advantage, Configuration] | None:
+    """The configuration saving the most energy at equal accuracy (ties: the first), if any can be read."""
+    finite = [(sweep.advantages[c.key], c) for c in configs
+              if c.key in sweep.advantages and math.isfinite(sweep.advantages[c.key].energy_saving)]
+    return max(finite, key=lambda ac: ac[0].energy_saving, default=None)
+
+
+def _no_frontier_reason(sweep: SweepSummary, configs: Sequence[Configuration]) -> str:
+    """Why the frontier of these configurations' energy axes cannot be read, or "" when it can."""
+    axes = {c.energy_axis for c in configs}
+    if any(f.energy_axis in axes and f.usable for f in sweep.frontiers):
+        return ""
+    notes = [f.note for f in sweep.frontiers if f.energy_axis in axes and f.note]
+    return "; ".join(notes) or "no dense frontier: fewer than 2 dense budgets completed"
+
+
 def headline(sweep: SweepSummary, front: Sequence[Configuration]) -> Headline:
     """The searched front configuration that saves the most energy at equal accuracy
     against training less (its saving may be negative), or why none can be compared."""
@@ -379,23 +395,16 @@ def headline(sweep: SweepSummary, front: Sequence[Configuration]) -> Headline:
         done = [c for c in sweep.configurations if c.kind == KIND_SEARCHED and c.n_good]
         if not done:
             return Headline(sweep.name, None, None, "no searched configuration has finished yet")
-        scored = [(sweep.advantages[c.key], c) for c in done if c.key in sweep.advantages]
-        finite = [(adv, c) for adv, c in scored if math.isfinite(adv.energy_saving)]
-        if finite:
-            adv, best = max(finite, key=lambda ac: ac[0].energy_saving)
-            return Headline(sweep.name, best, adv, "", on_front=False)
-        return Headline(sweep.name, None, None, "", on_front=False)
-    scored = [(sweep.advantages[c.key], c) for c in searched if c.key in sweep.advantages]
-    finite = [(adv, c) for adv, c in scored if math.isfinite(adv.energy_saving)]
-    if finite:
-        adv, best = max(finite, key=lambda ac: ac[0].energy_saving)  # ties: the first on the front
-        return Headline(sweep.name, best, adv, "")
-    axes = {c.energy_axis for c in searched}
-    usable = [f for f in sweep.frontiers if f.energy_axis in axes and f.usable]
-    if not usable:
-        notes = [f.note for f in sweep.frontiers if f.energy_axis in axes and f.note]
-        return Headline(sweep.name, None, None, "; ".join(notes) or "no dense frontier: fewer than 2 dense "
-                        "budgets completed")
+        best = _most_saving(sweep, done)
+        reason = _no_frontier_reason(sweep, done) or "every one lies outside the dense frontier's range"
+        return Headline(sweep.name, best[1] if best else None, best[0] if best else None, reason, on_front=False)
+    best = _most_saving(sweep, searched)
+    if best:
+        return Headline(sweep.name, best[1], best[0], "")
+    reason = _no_frontier_reason(sweep, searched)
+    if reason:
+        return Headline(sweep.name, None, None, reason)
+    usable = [f for f in sweep.frontiers if f.energy_axis in {c.energy_axis for c in searched} and f.usable]
     # Above the frontier's best accuracy at no more energy than that budget: nothing can be
     # read off the line, but training less cannot reach it at any budget tried.
     above = []
@@ -414,4 +423,3 @@ def headline(sweep: SweepSummary, front: Sequence[Configuration]) -> Headline:
                        + (f" on {f.energy_axis}" if len(usable) > 1 else "") for f in usable)
     return Headline(sweep.name, None, None, "every searched front configuration lies outside the dense "
                     f"frontier's accuracy range ({ranges})")
-

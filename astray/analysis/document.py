@@ -129,7 +129,7 @@ def separability(f: Front, c: Configuration, multi: bool) -> str:
 
 
 def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
-    """One sweep's table: the dense budgets, the searched front configurations, the random baselines."""
+    """One sweep's table: the dense budgets, then every searched and random configuration."""
     fronts = [f for g in a.groups for f in g.fronts if f.label == s.name]
     on_front = {c.key: f for f in fronts for c in f.front}
     b: list[Block] = []
@@ -148,7 +148,8 @@ def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
     rows, notes = [], []
     frontier_notes = {fr.note for fr in s.frontiers if fr.note}
     dense = sorted((c for c in s.configurations if c.is_dense and c.n_good), key=lambda c: -c.budget)
-    others = [c for c in s.configurations if not c.is_dense and c.n_good and (c.key in on_front or c.is_random)]
+    # Every searched and random configuration: the headline may name one off the front.
+    others = [c for c in s.configurations if not c.is_dense and c.n_good]
     enveloped = {(fr.energy_axis, p.config_id) for fr in s.frontiers for p in fr.envelope}
     for c in dense + others:
         adv = s.advantages.get(c.key)

@@ -117,8 +117,8 @@ def headline_text(h: Headline, multi: bool = False) -> str:
     if h.dominates_frontier:
         return f"{where}{h.dominates_frontier}."
     if not h.on_front and (h.best is None or h.advantage is None):
-        return (f"{where}No searched configuration beats training less: none is on the front, and none lies "
-                "within the dense frontier's range to say by how much.")
+        return (f"{where}No searched configuration beats training less: none is on the front, and by how "
+                f"much cannot be read ({h.reason}).")
     if h.best is None or h.advantage is None:
         return f"{where}No comparison with training less: {h.reason}."
     adv = h.advantage

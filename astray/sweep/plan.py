@@ -18,11 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from astray.config.sweep import Baseline
-from astray.schema import BASELINE_FLAG, KIND_SEARCHED
-
-# Keys of a Tune trial config that say what the trial is. The searched keys are dotted
-# (``section.key``), so these never collide with them.
-META_KEYS = (BASELINE_FLAG, "baseline_kind", "baseline_value", "config_id", "replicate", "seed")
+from astray.schema import KIND_SEARCHED
 
 Result = dict[str, Any] | None
 Tell = Callable[[str, Result, bool], None]  # (first replicate's trial id, mean result or None, error)
@@ -60,9 +56,8 @@ class TrialPlan:
         self.searched = 0
         self.queue: list[tuple[str, int]] = []  # (config_id, replicate) still to hand out
         self.configs: dict[str, _Config] = {}
-        self.trial_config: dict[str, str] = {}  # trial id → config_id
+        self.trials: dict[str, tuple[str, int]] = {}  # trial id → (config_id, replicate)
         self.results: dict[str, dict[int, Result]] = {}  # config_id → replicate → objectives (None: failed)
-        self.replicate_of: dict[str, int] = {}
 
     @property
     def total(self) -> int:
@@ -86,10 +81,11 @@ class TrialPlan:
                 return "FINISHED"
         cid, replicate = self.queue.pop(0)
         c = self.configs[cid]
-        self.trial_config[trial_id] = cid
-        self.replicate_of[trial_id] = replicate
-        return {**c.params, BASELINE_FLAG: c.kind != KIND_SEARCHED, "baseline_kind": c.kind,
-                "baseline_value": c.value, "config_id": cid, "replicate": replicate,
+        self.trials[trial_id] = (cid, replicate)
+        # Besides the searched (dotted ``section.key``) values, plain keys that say what
+        # the trial is; they never collide with a dotted key.
+        return {**c.params, "baseline_kind": c.kind, "baseline_value": c.value, "config_id": cid,
+                "replicate": replicate,
                 "seed": self.base_seed + replicate}
 
     def _add(self, c: _Config) -> None:
@@ -99,14 +95,14 @@ class TrialPlan:
 
     def complete(self, trial_id: str, result: Result, error: bool, tell: Tell) -> None:
         """Record a finished replicate; once a searched configuration's last one is in, tell its mean."""
-        cid = self.trial_config.get(trial_id)
-        if cid is None:
+        if trial_id not in self.trials:
             return
+        cid, replicate = self.trials[trial_id]
         values = None if error or not result else {m: _finite(result.get(m)) for m in self.metrics}
         if values is not None and any(v is None for v in values.values()):
             values = None  # diverged: NaN objectives
         done = self.results[cid]
-        done[self.replicate_of[trial_id]] = values
+        done[replicate] = values
         c = self.configs[cid]
         if c.kind != KIND_SEARCHED or len(done) < self.repeats:
             return

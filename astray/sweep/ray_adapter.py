@@ -146,7 +146,7 @@ class PlanSearcher(Searcher):
         # the attributes let optuna.load_study users find the configuration in the store.
         ot_trial = getattr(self.inner, "_ot_trials", {}).get(owner)
         if ot_trial is not None:
-            cid = self.plan.trial_config[owner]
+            cid = self.plan.trials[owner][0]
             ot_trial.set_user_attr("config_id", cid)
             ot_trial.set_user_attr("replicates", len(self.plan.results[cid]))
             ot_trial.set_user_attr("replicates_good", int((mean or {}).get("replicates", 0)))

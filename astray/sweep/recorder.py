@@ -15,7 +15,16 @@ from astray.analysis.pareto import non_dominated
 from astray.config.dotted import get_dotted
 from astray.config.load import build_config
 from astray.config.sweep import SweepSpec
-from astray.schema import BASELINE_FLAG, COMPLETED, KIND_SEARCHED, DIVERGED, ERROR, RETRYING, RUNNING, TERMINAL_STATUSES
+from astray.schema import (
+    BASELINE_FLAG,
+    COMPLETED,
+    DIVERGED,
+    ERROR,
+    KIND_SEARCHED,
+    RETRYING,
+    RUNNING,
+    TERMINAL_STATUSES,
+)
 from astray.sweep.store import ResultStore, read_trials, trial_summary
 from astray.sweep.trial_config import trial_run_config
 

@@ -23,7 +23,7 @@ from astray.engine.records import read_metrics
 from astray.engine.state import METRICS, RUN_FILES
 from astray.engine.trainer import run
 from astray.errors import TrainingDiverged
-from astray.schema import BASELINE_FLAG, DIVERGED, OBJECTIVE_METRICS, RUNNING
+from astray.schema import BASELINE_FLAG, DIVERGED, KIND_SEARCHED, OBJECTIVE_METRICS, RUNNING
 from astray.sweep import ray_adapter
 from astray.sweep.store import trial_summary
 from astray.sweep.trial_config import trial_run_config
@@ -46,7 +46,8 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
     tid = ray_adapter.trial_id()
     work = Path(tempfile.gettempdir()) / "astray-trials" / f"{spec.sweep.name}-{tid}"
     raw = trial_run_config(spec, config, work)
-    extra = {BASELINE_FLAG: bool(config.get(BASELINE_FLAG)), "node_ids": ray_adapter.node_id()}
+    extra = {BASELINE_FLAG: config.get("baseline_kind", KIND_SEARCHED) != KIND_SEARCHED,
+             "node_ids": ray_adapter.node_id()}
     if spec.resources.workers_per_trial > 1:
         ray_adapter.run_torch_trainer(_worker_loop, {"raw": raw, "extra": extra}, spec.resources,
                                       name=ray_adapter.train_run_name(tid), storage_path=storage)

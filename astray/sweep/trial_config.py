@@ -11,7 +11,7 @@ from astray.config.dotted import get_dotted, set_dotted
 from astray.config.sweep import Baseline, Param, SweepSpec, baseline_overrides
 from astray.engine.models import check_model_name
 from astray.errors import ConfigError
-from astray.schema import BASELINE_FLAG, KIND_DENSE, KIND_SEARCHED
+from astray.schema import KIND_SEARCHED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +56,13 @@ def check_before_start(spec: SweepSpec, resume: bool) -> None:
 def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | None = None) -> dict[str, Any]:
     """The raw run config of a trial: base + searched values, or base + a baseline's
     overrides; then the replicate's seed (``astray.sweep.plan`` makes ``config``)."""
-    kind = config.get("baseline_kind", KIND_DENSE if config.get(BASELINE_FLAG) else KIND_SEARCHED)
+    kind = config.get("baseline_kind", KIND_SEARCHED)
     if kind == KIND_SEARCHED:
         raw = set_dotted(spec.raw_run, {p.key: config[p.key] for p in spec.search.params if p.key in config})
     else:
         # A baseline is the base config trained dense (for a share of the epochs) or on
         # random subsets: searched values are not applied.
-        value = config.get("baseline_value")
-        b = Baseline(kind, 1.0 if value is None else float(value))
+        b = Baseline(kind, float(config["baseline_value"]))
         raw = set_dotted(spec.raw_run, baseline_overrides(b, spec.run.training.epochs))
     if config.get("seed") is not None:
         raw = set_dotted(raw, {"training.seed": int(config["seed"])})

@@ -375,3 +375,12 @@ def test_a_searched_configuration_off_the_front_does_not_beat_training_less():
     assert h.advantage.energy_saving == pytest.approx(1 - 110.0 / 75.0)
     assert headline_text(h).startswith("No searched configuration beats training less: none is on the front; "
                                        "the closest, search-0000, saves -46.7% energy at equal accuracy")
+
+
+def test_off_the_front_without_a_frontier_says_why():
+    rows = ordered(replicates("dense@1", "dense", 1.0, [0.90, 0.90], [100.0, 100.0])
+                   + replicates("search-0000", "", 1.0, [0.80, 0.80], [120.0, 120.0]))
+    (h,) = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).headlines
+    assert not h.beats and h.best is None
+    assert headline_text(h) == ("No searched configuration beats training less: none is on the front, and by how "
+                                "much cannot be read (no dense frontier: fewer than 2 dense budgets completed (1)).")

@@ -46,7 +46,7 @@ class Study:
 def hand_out(plan: TrialPlan, opt: Study, n: int) -> list[dict]:
     out = []
     for i in range(n):
-        cfg = plan.suggest(f"t{len(plan.trial_config)}", opt.ask)
+        cfg = plan.suggest(f"t{len(plan.trials)}", opt.ask)
         assert isinstance(cfg, dict), (i, cfg)
         out.append(cfg)
     return out
@@ -63,7 +63,7 @@ def test_baselines_first_then_searched_each_repeated_with_consecutive_seeds():
     assert [c["seed"] for c in configs] == [10, 11, 12] * 5
     assert [c["replicate"] for c in configs] == [0, 1, 2] * 5
     assert [c["baseline_kind"] for c in configs[:9]] == ["dense"] * 6 + ["random"] * 3
-    assert all(c["is_baseline"] for c in configs[:9]) and not any(c["is_baseline"] for c in configs[9:])
+    assert all(c["baseline_kind"] == "" for c in configs[9:])
     # Optuna is asked once per searched configuration, and its values go to every replicate.
     assert opt.asked == ["t9", "t12"]
     kp = [t.params["ast.kp"] for t in opt.study.trials]
