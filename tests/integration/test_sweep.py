@@ -232,8 +232,11 @@ def _trial_processes(session: int) -> list[int]:
 
 @pytest.mark.parametrize("max_failures, final_status", [(1, "completed"), (0, "error")])
 def test_killed_trial_is_retried_from_its_checkpoint_or_recorded(tmp_path, max_failures, final_status):
+    # 1,536 samples: epochs of about a second, so the kill lands mid-training (with 192, the
+    # trial sometimes finished all 6 epochs before the kill reached it).
     args = _sweep_args(tmp_path, "kill", **{"search.num_samples": 1, "search.baselines": "{}",
                                              "search.max_concurrent": 1, "training.epochs": 6,
+                                             "dataset.synthetic_samples": 1536,
                                              "sweep.max_failures": max_failures})
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
