@@ -102,11 +102,14 @@ class ASTConfig:
     ki_warmup_epochs: float = 0.0  # ramp ki linearly from 0 over this many epochs
     warmup_epochs: int = 1  # dense epochs first (they calibrate threshold and scores)
     min_active_fraction: float = 0.05  # per-step floor, filled by top-k significance
+    shape_buckets: int = 8  # reforward: round each step's trained count to one of this many sizes
+    #                         (error carried to the next step; 0 = exact counts, any shape)
     stale_keep_prob: float = 0.0  # stale: keep a below-threshold sample with this prob. (weight 1/p)
     stale_max_age: int = 5  # stale: a sample unscored for this many epochs is kept (0 = no bound)
     final_dense_fraction: float = 0.0  # train dense for this last share of epochs
-    bn_recalibration_samples: int = 1024  # after each sparse epoch, re-estimate BatchNorm statistics
-    #                                       from this many random training samples; 0 = off
+    bn_recalibration_samples: int = 1024  # after each sparse epoch of stale/infobatch, re-estimate
+    #                                       BatchNorm statistics from this many random training samples; 0 = off
+    bn_recalibration_fraction: float = 0.1  # ... but at most this share of the training set
     infobatch_prune_ratio: float = 0.5  # infobatch r: share of below-mean samples pruned (weight 1/(1-r))
     infobatch_anneal: float = 0.875  # infobatch delta: train dense from this share of the epochs on
 
@@ -129,6 +132,8 @@ class ASTConfig:
         in_range("ast.stale_max_age", self.stale_max_age, lo=0)
         in_range("ast.final_dense_fraction", self.final_dense_fraction, lo=0, hi=1)
         in_range("ast.bn_recalibration_samples", self.bn_recalibration_samples, lo=0)
+        in_range("ast.bn_recalibration_fraction", self.bn_recalibration_fraction, lo=0, hi=1)
+        in_range("ast.shape_buckets", self.shape_buckets, lo=0)
         in_range("ast.infobatch_prune_ratio", self.infobatch_prune_ratio, lo=0, hi=1, hi_open=True)
         in_range("ast.infobatch_anneal", self.infobatch_anneal, lo=0, hi=1)
         if self.strategy == "stale" and self.warmup_epochs == 0:
@@ -157,6 +162,7 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    compile: bool = False  # torch.compile the model (measured slower on CPU; see the README)
 
     def __post_init__(self) -> None:
         choice("training.optimizer", self.optimizer, ("adamw", "sgd"))

@@ -211,11 +211,13 @@ class SweepConfig:
     results_dir: str = "results/sweeps"  # the Parquet store goes to <results_dir>/<name>/
     storage: str = ""  # Ray storage_path (checkpoints); "" = <results_dir>/<name>/ray. Shared FS or s3:// for multi-node
     max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
+    checkpoint_every_epochs: int = 1  # hand last.pt to Ray every N epochs (and on a new best, and at the end)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(f"sweep.name={self.name!r} must be letters, digits, '_', '-', '.' (a folder name)")
         in_range("sweep.max_failures", self.max_failures, lo=0)
+        in_range("sweep.checkpoint_every_epochs", self.checkpoint_every_epochs, lo=1)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from astray.engine.models import create_model
 from astray.engine.state import BEST, CONFIG, load_checkpoint
 from astray.errors import AstrayError
 from astray.schema import COMPLETED
-from astray.sweep.checkpoints import checkpoint_storage, latest_checkpoint, weights_file
+from astray.sweep.checkpoints import checkpoint_storage, deployable_checkpoint, weights_file
 from astray.sweep.store import read_trials
 
 MAX_LISTED_IDS = 12  # an unknown trial id lists at most this many existing ones
@@ -110,11 +110,11 @@ def _best_first(t: Any) -> tuple[float, float, str]:
 
 def _sweep_trial(root: Path, row: dict[str, Any], storage: Path) -> Trained:
     tid = str(row["trial_id"])
-    folder = latest_checkpoint(storage, tid)
+    folder = deployable_checkpoint(storage, tid)
     if folder is None:
         raise AstrayError(f"trial {tid}: no Ray checkpoint with best.pt or last.pt under {str(storage)!r}")
     ckpt = weights_file(folder)
-    assert ckpt is not None  # latest_checkpoint only returns folders holding one
+    assert ckpt is not None  # deployable_checkpoint only returns folders holding one
     return Trained(tid, _trial_config(row, folder), ckpt, str(row.get("status")), root)
 
 

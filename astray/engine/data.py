@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
@@ -39,11 +39,49 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        if isinstance(key, tuple):
+            # (index, seed) from a PlanSampler feeding loader workers: the sample's
+            # augmentation is drawn from its own seed, whichever worker loads it.
+            index, seed = key
+            torch.manual_seed(seed)
+        else:
+            index = key
         image, label = self.base[index]
         if self.transform is not None:
             image = self.transform(image)
         return image, int(label), index
+
+
+class PlanSampler(Sampler):
+    """The run's one training sampler. Each epoch the trainer hands it that epoch's plan
+    (this rank's share, in order), so the DataLoader and its worker processes persist
+    across epochs: stale, random and infobatch plans change the list, not the loader.
+
+    With loader workers, it yields ``(index, seed)``: one seed per epoch, drawn from the
+    trainer's RNG stream, plus the sample's position. Augmentation then does not depend
+    on which worker loads a sample or on how long the workers have lived, so a resumed
+    run draws what an uninterrupted one draws. Without workers, augmentation runs in the
+    training process on its RNG stream, as before, and it yields plain indices.
+    """
+
+    def __init__(self, seeded: bool) -> None:
+        self.seeded = seeded
+        self.indices: list[int] = []
+        self.seed = 0
+
+    def set_plan(self, indices: list[int]) -> None:
+        self.indices = indices
+        if self.seeded:
+            self.seed = int(torch.randint(0, 2 ** 62, ()))
+
+    def __iter__(self):
+        if not self.seeded:
+            return iter(self.indices)
+        return iter([(i, self.seed + pos) for pos, i in enumerate(self.indices)])
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class TensorImages(Dataset):

@@ -120,18 +120,24 @@ def slowest(values: list[float]) -> list[float]:
     return all_reduce_max(torch.tensor(values, dtype=torch.float64, device=backend_device())).cpu().tolist()
 
 
-def step_counts(n_selected: int, n_loaded: int, weight_sum: float, stop: bool, nonfinite: bool
-                ) -> tuple[int, int, float, bool, bool]:
+def step_counts(n_selected: int, n_loaded: int, weight_sum: float | torch.Tensor, stop: bool,
+                nonfinite: bool | torch.Tensor) -> tuple[int, int, float | torch.Tensor, bool, bool | torch.Tensor]:
     """Rules 1 and 3: the step's one all-reduce.
 
     It gives the global active count and loss-weight sum for the loss normalisation,
     the global counts the (shared) controller is fed, and the stop and divergence flags,
-    so every rank takes the same branch and stops together.
+    so every rank takes the same branch and stops together. Under DDP its result is read
+    on the host (a sync on CUDA: the branch depends on it); in one process nothing is
+    reduced and the device values pass through unread.
     Returns (active, loaded, weight sum, stop, diverged).
     """
-    counts = all_reduce_sum(torch.tensor([n_selected, n_loaded, weight_sum, int(stop), int(nonfinite)],
-                                         dtype=torch.float64, device=backend_device()))
-    return int(counts[0]), int(counts[1]), float(counts[2]), bool(counts[3] > 0), bool(counts[4] > 0)
+    if not is_distributed():
+        return n_selected, n_loaded, weight_sum, stop, nonfinite
+    bd = backend_device()
+    parts = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(bd) for v in
+                         (n_selected, n_loaded, weight_sum, int(stop), nonfinite)])
+    counts = all_reduce_sum(parts).tolist()
+    return int(counts[0]), int(counts[1]), float(counts[2]), counts[3] > 0, counts[4] > 0
 
 
 def loss_scale() -> int:
@@ -140,11 +146,11 @@ def loss_scale() -> int:
     return world_size()
 
 
-def zero_weight_stand_in(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def zero_weight_stand_in(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Rule 2: a rank that selected nothing still runs forward and backward, on two
     samples whose loss is scaled to zero, so its gradient all-reduce meets its peers'."""
-    return x[:2], y[:2], w[:2]
+    return x[:2], y[:2], None if w is None else w[:2]
 
 
 def gather_scores(indices: torch.Tensor, sig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

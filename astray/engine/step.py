@@ -29,17 +29,21 @@ class StepSettings:
 
 @dataclass
 class StepStats:
+    """What one step did. Counts decided by shapes are host ints; what the data decides
+    (loss, correct count, scores, weight sum) stays a device tensor, so reading it is the
+    caller's choice (once per epoch or per ``log_every_steps``), not a sync per step."""
+
     loaded: int  # samples in this rank's batch
     forward: int  # sample-forward passes run on this rank (scoring + training)
     backward: int  # sample-backward passes run on this rank
     global_active: int  # samples that got a backward pass, all ranks
     global_loaded: int
-    global_weight: float  # sum of the loss weights of those samples, all ranks (rule 1's divisor)
-    loss_sum: float  # cross-entropy summed over the loaded samples
-    correct: int
-    sig: torch.Tensor  # significance of every loaded sample (CPU), for the score table
+    global_weight: float | torch.Tensor  # sum of the loss weights of those samples, all ranks (rule 1's divisor)
+    loss_sum: torch.Tensor  # cross-entropy summed over the loaded samples (device scalar)
+    correct: torch.Tensor  # correctly classified loaded samples (device scalar)
+    sig: torch.Tensor  # significance of every loaded sample (device), for the score table
     stop: bool  # some rank asked to stop (time budget)
-    diverged: bool  # some rank saw a non-finite loss in the previous step
+    diverged: bool | torch.Tensor  # some rank saw a non-finite loss in the previous step (bool under DDP)
     synced: bool = True  # its backward all-reduced gradients (False: none ran, or under no_sync)
 
 
@@ -60,7 +64,7 @@ def train_step(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    weights: torch.Tensor,
+    weights: torch.Tensor | None,
     strategy: SelectionStrategy,
     controller: PIController,
     settings: StepSettings,
@@ -68,20 +72,25 @@ def train_step(
     sparse: bool,
     progress: float,
     stop_requested: bool = False,
-    nonfinite_seen: bool = False,
+    nonfinite_seen: bool | torch.Tensor = False,
     calibrate: bool = True,
     window_end: bool = True,
 ) -> StepStats:
     """Run one step of adaptive sparse training on this rank's batch.
 
     ``sparse`` is False in dense epochs (warm-up, final dense epochs, the dense
-    strategy): then every sample is trained, and the controller is still fed what
-    *would* have been active so its threshold is calibrated when sparsity begins.
-    ``weights`` are per-sample loss weights (1/p for randomly kept samples); the
-    optimizer step divides by their global sum, not by the number of samples.
-    ``window_end`` is False on the micro-steps of an accumulation window that do not
-    end it: their backward runs under DDP's ``no_sync`` (rule 6), unless some rank asked
-    to stop, which ends the window here.
+    strategy): then every sample is trained, and, with ``calibrate``, the controller is
+    still fed what *would* have been active so its threshold is calibrated when sparsity
+    begins. ``weights`` are per-sample loss weights on the batch's device (1/p for
+    randomly kept samples; None = all 1); the optimizer step divides by their global
+    sum, not by the number of samples. ``window_end`` is False on the micro-steps of an
+    accumulation window that do not end it: their backward runs under DDP's ``no_sync``
+    (rule 6), unless some rank asked to stop, which ends the window here.
+
+    Host reads (device syncs on CUDA), each with its reason (docs/design.md §10):
+    reforward's selection size (it is a tensor shape); under DDP, the step's one
+    all-reduce of counts and flags (every rank must take the same branch); in dense
+    epochs that calibrate the controller, the would-be active count. Nothing else.
     """
     n = y.numel()
     scoring = sparse and strategy.scores_before_backward
@@ -92,10 +101,8 @@ def train_step(
     else:
         selected = None  # every loaded sample
     n_selected = n if selected is None else selected.numel()
-    if selected is None:
-        weight_sum = float(weights.sum())
-    else:
-        weight_sum = float(weights[selected].sum())
+    ws = weights if (weights is None or selected is None) else weights[selected]
+    weight_sum = float(n_selected) if ws is None else ws.sum()
 
     # Rules 1 and 3 of docs/design.md §3: one all-reduce for counts, weights and flags.
     global_active, global_loaded, global_weight, stop, diverged = ddp.step_counts(
@@ -106,7 +113,7 @@ def train_step(
     synced = False  # did a backward here all-reduce the window's gradients?
     if global_active > 0:
         if n_selected > 0:
-            xs, ys, ws = (x, y, weights) if selected is None else (x[selected], y[selected], weights[selected])
+            xs, ys = (x, y) if selected is None else (x[selected], y[selected])
             scale = 1.0
         else:
             xs, ys, ws = ddp.zero_weight_stand_in(x, y, weights)  # rule 2
@@ -119,7 +126,7 @@ def train_step(
                                              label_smoothing=settings.label_smoothing)
             # Sum, times world size: DDP averages over ranks, so the result is the sum over
             # all ranks; optimizer_step divides by the window's global weight sum (rule 1).
-            loss = (per_sample * ws).sum() * (scale * ddp.loss_scale())
+            loss = (per_sample if ws is None else per_sample * ws).sum() * (scale * ddp.loss_scale())
             (settings.scaler.scale(loss) if settings.scaler else loss).backward()
         forward += xs.shape[0]
         backward += xs.shape[0]
@@ -128,27 +135,31 @@ def train_step(
             sig = significance(logits_all, y, settings.entropy_weight)
     elif not scoring:
         # Nothing active anywhere and nothing scored: only possible for an empty batch.
-        logits_all = torch.zeros(n, 1)
-        sig = torch.zeros(n)
+        logits_all = torch.zeros(n, 1, device=x.device)
+        sig = torch.zeros(n, device=x.device)
 
     if sparse and scoring:
         controller.update(global_active, global_loaded, progress)
     elif not sparse and calibrate:
-        # Shadow update: what would have been active under the current threshold. It
-        # costs one more small all-reduce per step, so the dense strategy (which never
-        # selects) skips it; warm-up epochs of sparse strategies need it.
+        # Shadow update: what would have been active under the current threshold. Only the
+        # dense epochs before a sparse one calibrate (the trainer says which); it costs a
+        # host read and, under DDP, one more small all-reduce per step.
         would = ddp.sum_over_ranks([float((sig > controller.threshold).sum())])
         controller.update(int(would[0]), global_loaded, progress)
 
     with torch.no_grad():
-        ce = F.cross_entropy(logits_all.float(), y, reduction="sum") if logits_all.shape[1] > 1 else torch.zeros(())
-        correct = int((logits_all.argmax(1) == y).sum()) if logits_all.shape[1] > 1 else 0
-    return StepStats(n, forward, backward, global_active, global_loaded, global_weight, float(ce), correct,
-                     sig.detach().cpu(), stop, diverged, synced)
+        if logits_all.shape[1] > 1:
+            ce = F.cross_entropy(logits_all.float(), y, reduction="sum")
+            correct = (logits_all.argmax(1) == y).sum()
+        else:
+            ce = correct = torch.zeros((), device=x.device)
+    return StepStats(n, forward, backward, global_active, global_loaded, global_weight, ce, correct,
+                     sig.detach(), stop, diverged, synced)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,
-                   window_active: int, grad_clip: float, window_weight: float | None = None) -> bool:
+                   window_active: int, grad_clip: float,
+                   window_weight: float | torch.Tensor | None = None) -> bool:
     """Finish an accumulation window. Returns False when the step was skipped.
 
     Gradients hold the *weighted sum* over the window's active samples (all ranks);
@@ -165,9 +176,11 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings:
     if settings.scaler is not None:
         settings.scaler.unscale_(optimizer)
     divisor = window_active if window_weight is None else window_weight
-    for p in model.parameters():
-        if p.grad is not None:
-            p.grad.div_(divisor)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads:
+        if isinstance(divisor, torch.Tensor):
+            divisor = divisor.to(grads[0].device, grads[0].dtype)
+        torch._foreach_div_(grads, divisor)  # one fused launch, not one per parameter
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if settings.scaler is not None:

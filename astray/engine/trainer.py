@@ -22,7 +22,7 @@ from astray import __version__
 from astray.config.load import save_config
 from astray.config.run import RunConfig
 from astray.engine import batchnorm, ddp
-from astray.engine.data import IndexedDataset, build_datasets
+from astray.engine.data import IndexedDataset, PlanSampler, build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
 from astray.engine.models import check_model_name, create_model
@@ -44,9 +44,10 @@ from astray.errors import ConfigError, TrainingDiverged
 from astray.schema import SCOPE_DEVICE, SCOPE_DEVICE_SHARED, SCOPE_PROCESS
 from astray.sparse import PIController, create_strategy
 
-# report(row, output_dir): called on every rank after each epoch, once the primary has
-# the row and the checkpoint on disk (the sweep's trial hands them to Ray).
-Report = Callable[[dict[str, Any], Path], None]
+# report(row, output_dir, improved=..., final=...): called on every rank after each epoch,
+# once the primary has the row and the checkpoint on disk (the sweep's trial hands them to
+# Ray). ``improved``: best.pt was written this epoch; ``final``: no epoch follows.
+Report = Callable[..., None]
 
 
 @dataclass
@@ -137,7 +138,11 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.sample_flops = measure_sample_flops(model, self.data.train[0][0].to(device))
         self.optimizer = make_optimizer(cfg, model)
-        self.strategy = create_strategy(a, len(self.data.train), t.seed, t.batch_size * self.world)
+        self.strategy = create_strategy(a, len(self.data.train), t.seed, t.batch_size * self.world, t.batch_size)
+        if device.type == "cuda":
+            # Autotune kernels per shape only where shapes are bounded: full batches, or
+            # reforward's subsets rounded to ast.shape_buckets sizes (docs/design.md §10).
+            torch.backends.cudnn.benchmark = not (self.strategy.scores_before_backward and a.shape_buckets == 0)
         self.controller = PIController.from_config(a)
         self.meter = create_meter(cfg.energy, device)
         self.energy_scope = (SCOPE_PROCESS if self.meter.source == "model"
@@ -163,11 +168,25 @@ class Trainer:
             if (out / METRICS).exists():
                 self.rows = [r for r in read_metrics(out / METRICS) if r["epoch"] <= self.start_epoch]
             log(f"resuming {out} after epoch {self.start_epoch}")
+        self.net = model  # the plain module: checkpoints hold its state_dict
+        if t.compile:
+            # Compiled inside DDP, so the scoring and evaluation forwards (which call the
+            # unwrapped module) run compiled too and never enter DDP (docs/design.md §10).
+            model = torch.compile(model)
         self.model = ddp.wrap_model(model, device)
 
         if ddp.is_primary():
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / CONFIG)
+        # One training loader for the run (docs/design.md §10): its workers persist and
+        # prefetch across epochs; each epoch hands its plan to the sampler. Its own
+        # generator, so creating it draws nothing from the training RNG stream.
+        workers = cfg.dataset.num_workers
+        self.train_sampler = PlanSampler(seeded=workers > 0)
+        self.train_loader = DataLoader(self.data.train, batch_size=t.batch_size, sampler=self.train_sampler,
+                                       num_workers=workers, pin_memory=cfg.dataset.pin_memory,
+                                       persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                       generator=torch.Generator().manual_seed(t.seed))
         self.val_loader = DataLoader(self.data.val, batch_size=t.batch_size * 2,
                                      sampler=list(range(ddp.rank(), len(self.data.val), self.world)),
                                      num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
@@ -180,7 +199,7 @@ class Trainer:
     def state_dict(self, epoch: int, time_s: float, rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything a resumed run needs; tensors, numbers and strings only (weights_only loads)."""
         return {
-            "model": ddp.unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "controller": self.controller.state_dict(), "strategy": self.strategy.state_dict(),
             "rng": rng_per_rank[0], "rng_per_rank": rng_per_rank, "epoch": epoch, "best_val_acc": self.best_acc,
@@ -212,42 +231,61 @@ class Trainer:
         return not math.isfinite(mean_loss) or (max_loss > 0 and mean_loss > max_loss)
 
     def run_epoch(self, epoch: int, sparse: bool) -> EpochWork:
-        """Train one epoch (0-based) on this rank's share of the strategy's plan."""
+        """Train one epoch (0-based) on this rank's share of the strategy's plan.
+
+        Losses, correct counts and scores stay on the device and are read once at the
+        end of the epoch (and at ``logging.log_every_steps``): on CUDA a read is a sync.
+        In one process the divergence check is read there too; under DDP it rides on the
+        step's all-reduce, which is read every step anyway (docs/design.md §10).
+        """
         cfg, t = self.cfg, self.cfg.training
         plan = self.strategy.plan_epoch(epoch, self.controller, dense=not sparse)
         local = plan.indices[ddp.shard(torch.arange(plan.indices.numel()))]
         if local.numel() % t.batch_size == 1 and local.numel() > 1:
             local = local[:-1]  # a last batch of one sample breaks training-mode BatchNorm
-        weight_of = torch.ones(len(self.data.train))
-        if plan.weights is not None:
+        weight_of = None
+        if plan.weights is not None and bool((plan.weights != 1).any()):
+            weight_of = torch.ones(len(self.data.train))
             weight_of[plan.indices] = plan.weights
-        loader = DataLoader(self.data.train, batch_size=t.batch_size, sampler=local.tolist(),
-                            num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
-        steps = len(loader)
+            weight_of = weight_of.to(self.device)
+        self.train_sampler.set_plan(local.tolist())
+        steps = len(self.train_loader)
+        # The shadow controller update only matters when a sparse epoch follows.
+        calibrate = self.strategy.uses_controller and not sparse and any(
+            epoch_is_sparse(cfg, e) for e in range(epoch + 1, t.epochs))
+        distributed = ddp.is_distributed()
 
-        loaded = forward = backward = correct = 0
-        loss_sum = 0.0
+        loaded = forward = backward = 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)  # a step's loss was non-finite or too high
         seen_idx, seen_sig = [], []
-        window_active, window_weight, stop, nonfinite = 0, 0.0, False, False
+        window_active, window_weight, stop = 0, 0.0, False
+        nonfinite: bool | torch.Tensor = False  # the previous step's flag, all-reduced by the next (DDP)
         window_unsynced = False  # some backward of this window ran under no_sync (rule 6)
         self.meter.begin()
         t0 = time.perf_counter()
-        for step, (x, y, idx) in enumerate(loader):
+        for step, (x, y, idx) in enumerate(self.train_loader):
             x, y = _to_device(x, y, self.device, cfg.model.channels_last)
+            weights = None if weight_of is None else weight_of[idx.to(self.device, non_blocking=True)]
             progress = epoch + step / max(steps, 1)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(cfg, progress, self.world)
             elapsed = self.elapsed_before + time.perf_counter() - self.started
             over_time = t.max_minutes > 0 and elapsed > 60 * t.max_minutes
             window_end = (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps
-            s = train_step(self.model, x, y, weight_of[idx].to(self.device), self.strategy, self.controller,
+            s = train_step(self.model, x, y, weights, self.strategy, self.controller,
                            self.settings, sparse=sparse, progress=progress, stop_requested=over_time,
-                           nonfinite_seen=nonfinite, calibrate=self.strategy.uses_controller, window_end=window_end)
-            if s.diverged:
+                           nonfinite_seen=nonfinite, calibrate=calibrate, window_end=window_end)
+            if s.diverged is True:
                 raise self._diverged(f"at epoch {epoch + 1} step {step} (lr {lr_at(cfg, progress, self.world):.3g})")
-            nonfinite = self._loss_too_high(s.loss_sum / max(s.loaded, 1))
+            step_bad = self._loss_too_high_t(s.loss_sum, s.loaded)
+            if distributed:
+                nonfinite = step_bad
+            else:
+                bad |= step_bad
             window_active += s.global_active
-            window_weight += s.global_weight
+            window_weight = window_weight + s.global_weight
             window_unsynced |= s.global_active > 0 and not s.synced
             if window_end or s.stop:
                 if window_unsynced and not s.synced:
@@ -263,22 +301,43 @@ class Trainer:
             seen_idx.append(idx)
             seen_sig.append(s.sig)
             if cfg.logging.log_every_steps and (step + 1) % cfg.logging.log_every_steps == 0:
-                log(f"  epoch {epoch + 1} step {step + 1}/{steps} threshold {self.controller.threshold:.4g}")
+                if bool(bad):  # a read: only here and at the end of the epoch
+                    raise self._diverged(f"in epoch {epoch + 1} by step {step}")
+                log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {float(loss_sum) / max(loaded, 1):.4f} "
+                    f"act {backward / max(loaded, 1):.3f} threshold {self.controller.threshold:.4g}")
             if s.stop:
                 stop = True
                 break
-        if sparse and cfg.ast.bn_recalibration_samples > 0:
+        if sparse and self.strategy.biased_batches and self.recalibration_size() > 0:
             forward += self.recalibrate_batchnorm(epoch)
         train_time = time.perf_counter() - t0
         energy = self.meter.end()
+        if bool(bad):
+            raise self._diverged(f"in epoch {epoch + 1}")
 
-        self.strategy.observe(*ddp.gather_scores(torch.cat(seen_idx), torch.cat(seen_sig)))  # rule 4
+        sig = torch.cat(seen_sig).float().cpu() if seen_sig else torch.zeros(0)
+        idx = torch.cat(seen_idx) if seen_idx else torch.zeros(0, dtype=torch.int64)
+        self.strategy.observe(*ddp.gather_scores(idx, sig))  # rule 4
         ddp.check_same_on_all_ranks(self.controller.threshold, "controller threshold")  # rule 3
         loaded, forward, backward, loss_sum, correct = ddp.sum_over_ranks(
-            [loaded, forward, backward, loss_sum, correct])
+            [loaded, forward, backward, float(loss_sum), float(correct)])
         if self._loss_too_high(loss_sum / max(loaded, 1)):
             raise self._diverged(f"in epoch {epoch + 1}")
         return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop)
+
+    def _loss_too_high_t(self, loss_sum: torch.Tensor, n: int) -> torch.Tensor:
+        """The per-step divergence test as a device flag (no read)."""
+        mean = loss_sum / max(n, 1)
+        too_high = ~torch.isfinite(mean)
+        if self.cfg.training.max_loss > 0:
+            too_high |= mean > self.cfg.training.max_loss
+        return too_high
+
+    def recalibration_size(self) -> int:
+        """Precise BN's sample count: ``ast.bn_recalibration_samples``, at most
+        ``ast.bn_recalibration_fraction`` of the training set."""
+        a, n = self.cfg.ast, len(self.data.train)
+        return min(n, a.bn_recalibration_samples, math.ceil(a.bn_recalibration_fraction * n))
 
     def recalibrate_batchnorm(self, epoch: int) -> int:
         """Precise BN after a sparse epoch: running statistics from random training samples
@@ -290,7 +349,7 @@ class Trainer:
         augmentation is paid for, nor drawn from the random stream)."""
         n = len(self.data.train)
         gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + epoch + 500_009)
-        indices = torch.randperm(n, generator=gen)[: min(n, self.cfg.ast.bn_recalibration_samples)]
+        indices = torch.randperm(n, generator=gen)[: self.recalibration_size()]
         return batchnorm.recalibrate(
             self.model, self.recalibration_data, indices, self.cfg.training.batch_size,
             lambda x: _inputs_to_device(x, self.device, self.cfg.model.channels_last), self.autocast)
@@ -363,10 +422,12 @@ class Trainer:
                     if improved:
                         save_checkpoint(state, self.out / BEST)
                 write_metrics(self.rows, self.out / METRICS)
+            early_stop = bool(t.early_stop_patience) and self.epochs_no_gain >= t.early_stop_patience
             if report is not None:
                 # Every rank reports the same (all-reduced) row: Ray Train's report is a
                 # barrier all workers must reach; only the primary's files exist.
-                report(row, self.out)
+                report(row, self.out, improved=improved and not work.stop,
+                       final=work.stop or early_stop or epoch + 1 == t.epochs)
             log(_progress_line(row, t.epochs))
 
             if work.stop:
@@ -374,7 +435,7 @@ class Trainer:
                 log(f"stopping: training.max_minutes={t.max_minutes:g} reached during epoch {epoch + 1}; "
                     f"last.pt holds epoch {epoch} (--resume trains epoch {epoch + 1} again, whole)")
                 break
-            if t.early_stop_patience and self.epochs_no_gain >= t.early_stop_patience:
+            if early_stop:
                 stopped = "early_stop"
                 log(f"stopping: no val_acc gain for {self.epochs_no_gain} epochs (training.early_stop_patience)")
                 break

@@ -45,26 +45,59 @@ class EpochPlan:
         return self.indices.numel() / max(1, self.candidates)
 
 
-def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: float) -> torch.Tensor:
-    """Indices (sorted) of samples whose significance exceeds ``threshold``.
+class ShapeBuckets:
+    """Round each step's selection count to a multiple of ``quantum`` (docs/design.md §10).
 
-    A floor of ``ceil(min_active_fraction * n)`` samples is filled with the most
-    significant ones (top-k), and a non-empty selection never holds exactly one sample:
-    a training-mode BatchNorm cannot normalise a batch of one.
+    Every distinct backward batch size costs new kernel plans (cuDNN autotuning, oneDNN
+    primitives, compiled graphs); rounding bounds them to ``batch_size / quantum`` sizes.
+    The rounding error is carried to the next step, so over an epoch the samples trained
+    equal the samples the threshold chose; the samples added to fill a bucket are the next
+    most significant ones, and they are trained and counted like any other. The carry
+    starts at 0 each epoch and is held within one quantum.
+    """
+
+    def __init__(self, batch_size: int, buckets: int) -> None:
+        self.quantum = max(1, math.ceil(batch_size / max(1, buckets)))
+        self.carry = 0.0
+
+    def round(self, wanted: int, usable: int) -> int:
+        desired = wanted + self.carry
+        k = self.quantum * math.floor(desired / self.quantum + 0.5)
+        k = max(0, min(k, usable))  # a short last batch, or NaN scores, cap it off the grid
+        self.carry = max(-self.quantum, min(self.quantum, desired - k))
+        return k
+
+    def reset(self) -> None:
+        self.carry = 0.0
+
+
+def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: float,
+                  buckets: ShapeBuckets | None = None) -> torch.Tensor:
+    """Indices (sorted) of the samples that get a backward pass.
+
+    Those whose significance exceeds ``threshold``; a floor of
+    ``ceil(min_active_fraction * n)`` is filled with the most significant ones, and a
+    non-empty selection never holds exactly one sample (a training-mode BatchNorm cannot
+    normalise a batch of one). With ``buckets`` the count is rounded to a bucket first,
+    and the selection is the top-k by significance.
     Selection is by index, never by multiplying with a mask, so NaN in an inactive
-    sample cannot reach the gradient.
+    sample cannot reach the gradient; a NaN sample is never selected while finite ones
+    remain.
     """
     n = sig.numel()
-    active = torch.nonzero(sig > threshold).flatten()
-    usable = n - int(torch.isnan(sig).sum())  # a NaN sample is never trained
+    ranked = torch.nan_to_num(sig.float(), nan=-math.inf)  # NaN ranks below everything
+    # The one host read of a scored step: the selection's size decides a tensor shape.
+    above, nans = torch.stack([(ranked > threshold).sum(), torch.isnan(sig).sum()]).tolist()
+    usable = n - nans
     floor = min(usable, math.ceil(min_active_fraction * n))
-    if max(active.numel(), floor) == 1 and usable >= 2:
-        floor = 2
-    if active.numel() < floor:
-        # topk ranks NaN above everything: rank it below everything instead.
-        ranked = torch.nan_to_num(sig.float(), nan=-math.inf)
-        active = torch.topk(ranked, floor, sorted=False).indices.sort().values
-    return active
+    k = max(above, floor)
+    if buckets is not None:
+        k = buckets.round(k, usable)
+    if k == 1 and usable >= 2:
+        k = 2
+    if k == n:
+        return torch.arange(n, device=sig.device)
+    return torch.topk(ranked, k, sorted=False).indices.sort().values
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
@@ -82,6 +115,10 @@ class SelectionStrategy:
     #: True when the strategy selects by the PI controller's threshold, so dense epochs
     #: must calibrate it (one small all-reduce per step under DDP).
     uses_controller: bool = False
+    #: True when the batches a sparse epoch trains on are a biased subset of the data
+    #: (chosen by score before loading), so their forwards pull the BatchNorm running
+    #: statistics off the data and the epoch ends with precise BN (docs/design.md §4).
+    biased_batches: bool = False
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0) -> None:
         if dataset_size <= 0:
@@ -152,12 +189,26 @@ class DenseSelection(SelectionStrategy):
 
 
 class ReforwardSelection(SelectionStrategy):
+    """Score the loaded batch without gradients, train the selected subset. With
+    ``shape_buckets`` > 0 the subset's size is rounded to one of that many sizes
+    (:class:`ShapeBuckets`, sized on the per-rank ``batch_size``)."""
+
     name = "reforward"
     scores_before_backward = True
     uses_controller = True
 
+    def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
+                 shape_buckets: int = 0, batch_size: int = 0) -> None:
+        super().__init__(dataset_size, seed, min_active_fraction)
+        self.buckets = ShapeBuckets(batch_size, shape_buckets) if shape_buckets > 0 and batch_size > 0 else None
+
+    def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
+        if self.buckets is not None:
+            self.buckets.reset()  # the carry lives within an epoch: a resumed run starts one at 0 too
+        return super().plan_epoch(epoch, controller, dense)
+
     def select(self, sig: torch.Tensor, threshold: float) -> torch.Tensor:
-        return select_active(sig, threshold, self.min_active_fraction)
+        return select_active(sig, threshold, self.min_active_fraction, self.buckets)
 
 
 class StaleSelection(ScoreTable):
@@ -180,6 +231,7 @@ class StaleSelection(ScoreTable):
 
     name = "stale"
     uses_controller = True
+    biased_batches = True
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
                  keep_prob: float = ASTConfig.stale_keep_prob, window: int = 256,
@@ -248,6 +300,7 @@ class InfoBatchSelection(ScoreTable):
     with ``entropy_weight`` 0."""
 
     name = "infobatch"
+    biased_batches = True
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0,
                  prune_ratio: float = ASTConfig.infobatch_prune_ratio) -> None:
@@ -274,8 +327,10 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
 }
 
 
-def create_strategy(cfg: ASTConfig, dataset_size: int, seed: int, global_batch: int) -> SelectionStrategy:
-    """Build the strategy named by ``ast.strategy``; unknown names list the valid ones."""
+def create_strategy(cfg: ASTConfig, dataset_size: int, seed: int, global_batch: int,
+                    batch_size: int = 0) -> SelectionStrategy:
+    """Build the strategy named by ``ast.strategy``; unknown names list the valid ones.
+    ``batch_size`` is the per-rank batch (for reforward's shape buckets)."""
     cls = STRATEGIES.get(cfg.strategy)
     if cls is None:
         raise ConfigError(f"ast.strategy={cfg.strategy!r} is not allowed; choose one of {', '.join(STRATEGIES)}")
@@ -286,4 +341,6 @@ def create_strategy(cfg: ASTConfig, dataset_size: int, seed: int, global_batch: 
         return RandomSelection(dataset_size, seed, cfg.min_active_fraction, cfg.target_activation)
     if cls is InfoBatchSelection:
         return InfoBatchSelection(dataset_size, seed, cfg.min_active_fraction, cfg.infobatch_prune_ratio)
+    if cls is ReforwardSelection:
+        return ReforwardSelection(dataset_size, seed, cfg.min_active_fraction, cfg.shape_buckets, batch_size)
     return cls(dataset_size, seed, cfg.min_active_fraction)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from astray.engine.state import METRICS, WEIGHTS_BY_PREFERENCE
+from astray.engine.state import BEST, METRICS, WEIGHTS_BY_PREFERENCE
 from astray.errors import AstrayError
 
 
@@ -33,8 +33,8 @@ def checkpoint_storage(root: Path, manifest: dict[str, Any]) -> Path:
                       f"is not a local directory; copy it next to the sweep as {str(root / 'ray')!r}")
 
 
-def latest_checkpoint(storage: Path, trial_id: str) -> Path | None:
-    """The newest ``checkpoint_*`` folder of ``trial_id`` that holds best.pt or last.pt.
+def trial_checkpoints(storage: Path, trial_id: str) -> list[Path]:
+    """The ``checkpoint_*`` folders of ``trial_id`` that hold best.pt or last.pt, newest first.
 
     Trial folders sit one or two levels under ``storage`` and carry the id as a whole
     word (``astray_trial_<id>_3_...``, ``train-<id>``). Newest = most epochs in its
@@ -44,7 +44,20 @@ def latest_checkpoint(storage: Path, trial_id: str) -> Path | None:
     trial_dirs = [d for d in list(storage.glob("*")) + list(storage.glob("*/*"))
                   if d.is_dir() and word.search(d.name)]
     found = [c for d in trial_dirs for c in d.glob("checkpoint_*") if c.is_dir() and weights_file(c)]
-    return max(found, key=lambda c: (_epochs_in(c), c.name), default=None)
+    return sorted(found, key=lambda c: (_epochs_in(c), c.name), reverse=True)
+
+
+def latest_checkpoint(storage: Path, trial_id: str) -> Path | None:
+    """The newest checkpoint folder of ``trial_id`` (what a retry resumes from), or None."""
+    return next(iter(trial_checkpoints(storage, trial_id)), None)
+
+
+def deployable_checkpoint(storage: Path, trial_id: str) -> Path | None:
+    """The folder whose weights to deploy: the newest that holds best.pt (a trial hands
+    best.pt to Ray only in the epochs that improved it, and Ray keeps that checkpoint,
+    docs/design.md §10), else the newest with last.pt."""
+    found = trial_checkpoints(storage, trial_id)
+    return next((c for c in found if (c / BEST).is_file()), next(iter(found), None))
 
 
 def _epochs_in(folder: Path) -> int:

@@ -47,9 +47,12 @@ from astray.config.sweep import Param, ResourcesConfig, SearchConfig  # noqa: E4
 from astray.sweep.plan import TrialPlan  # noqa: E402
 
 
-# Checkpoints Ray keeps per trial, Tune and Train alike: the newest is what a retry or
-# --resume restores; one more survives a crash while the newest is being written.
+# Checkpoints Ray keeps per trial, Tune and Train alike, ranked by CHECKPOINT_SCORE (the
+# val_acc of a checkpoint that handed a new best.pt, else -1): the two best stay, and Ray
+# always keeps the newest besides, which is what a retry or --resume restores. So a trial
+# holds at most CHECKPOINTS_KEPT + 1 checkpoints, and its best.pt is among them.
 CHECKPOINTS_KEPT = 2
+CHECKPOINT_SCORE = "checkpoint_score"
 
 
 # --------------------------------------------------------------------------- cluster
@@ -294,7 +297,8 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
             name=name, storage_path=storage_path, callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=0),  # Tune owns retries
             # Unset, Train keeps every epoch's checkpoint (64 full ones per ImageNet trial).
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
+                                                        checkpoint_score_attribute=CHECKPOINT_SCORE)),
     )
     trainer.fit()
 
@@ -344,7 +348,8 @@ def make_tuner(trainable: Any, searcher: OptunaSearch, num_samples: int, max_con
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=1,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
+                                                    checkpoint_score_attribute=CHECKPOINT_SCORE)),
     )
 
 

@@ -20,7 +20,7 @@ from astray.config.load import build_config
 from astray.config.sweep import SweepSpec
 from astray.engine import ddp
 from astray.engine.records import read_metrics
-from astray.engine.state import METRICS, RUN_FILES
+from astray.engine.state import BEST, CONFIG, LAST, METRICS
 from astray.engine.trainer import run
 from astray.errors import TrainingDiverged
 from astray.schema import BASELINE_FLAG, DIVERGED, KIND_SEARCHED, OBJECTIVE_METRICS, RUNNING
@@ -36,6 +36,25 @@ def running_metrics(rows: list[dict[str, Any]], row: dict[str, Any], extra: dict
     return {**summary, **extra, "status": RUNNING, "error": "", "epoch_row": json.dumps(row)}
 
 
+def handed_files(row: dict[str, Any], out: Path, every: int, improved: bool, final: bool) -> list[Path]:
+    """The files an epoch hands to Ray as its checkpoint; none on most epochs when
+    ``sweep.checkpoint_every_epochs`` > 1.
+
+    An epoch is checkpointed when its number is a multiple of ``every``, when it improved
+    (best.pt is handed only then), and when it is the run's last. A checkpoint always holds
+    last.pt, metrics and config: a retried trial resumes from the newest one.
+    """
+    if not (improved or final or row["epoch"] % every == 0):
+        return []
+    return [out / f for f in (LAST, METRICS, CONFIG)] + ([out / BEST] if improved else [])
+
+
+def checkpoint_score(row: dict[str, Any], improved: bool) -> float:
+    """What Ray ranks checkpoints by (``ray_adapter.CHECKPOINTS_KEPT`` best ones stay, and the
+    newest): the epoch's val_acc where it handed a new best.pt, else -1."""
+    return float(row["val_acc"]) if improved else -1.0
+
+
 def diverged_metrics(exc: Exception, extra: dict[str, Any]) -> dict[str, Any]:
     """Final report of a diverged trial: NaN objectives, so Optuna records a failure."""
     return {**extra, "status": DIVERGED, "error": str(exc), **{m: math.nan for m in OBJECTIVE_METRICS}}
@@ -49,18 +68,22 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
     extra = {BASELINE_FLAG: config.get("baseline_kind", KIND_SEARCHED) != KIND_SEARCHED,
              "node_ids": ray_adapter.node_id()}
     if spec.resources.workers_per_trial > 1:
-        ray_adapter.run_torch_trainer(_worker_loop, {"raw": raw, "extra": extra}, spec.resources,
+        ray_adapter.run_torch_trainer(_worker_loop, {"raw": raw, "extra": extra,
+                                                     "every": spec.sweep.checkpoint_every_epochs}, spec.resources,
                                       name=ray_adapter.train_run_name(tid), storage_path=storage)
         return
+    every = spec.sweep.checkpoint_every_epochs
     shutil.rmtree(work, ignore_errors=True)
     try:
         resume = ray_adapter.restore_checkpoint_into(work)
         cfg = build_config(raw)
 
-        def report(row: dict[str, Any], out: Path) -> None:
+        def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False) -> None:
             t0 = time.perf_counter()
             rows = read_metrics(out / METRICS)
-            ray_adapter.report(running_metrics(rows, row, extra), [out / f for f in RUN_FILES])
+            metrics = {**running_metrics(rows, row, extra),
+                       ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
+            ray_adapter.report(metrics, handed_files(row, out, every, improved, final))
             # Time spent handing results and checkpoints to Ray, carried in the next report.
             extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0
 
@@ -84,12 +107,16 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     resume = ray_adapter.restore_checkpoint_into(work, in_train_worker=True)
     cfg = build_config(raw)
 
-    def report(row: dict[str, Any], out: Path) -> None:
+    every = loop_config.get("every", 1)
+
+    def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False) -> None:
         # Ray Train's report is a barrier: every rank calls it; the primary's files exist (rule 5).
         if ddp.is_primary():
             t0 = time.perf_counter()
             rows = read_metrics(out / METRICS)
-            ray_adapter.train_worker_report(running_metrics(rows, row, extra), [out / f for f in RUN_FILES])
+            metrics = {**running_metrics(rows, row, extra),
+                       ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
+            ray_adapter.train_worker_report(metrics, handed_files(row, out, every, improved, final))
             extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0
         else:
             ray_adapter.train_worker_report({"epoch": row["epoch"]}, None)

@@ -68,6 +68,30 @@ def _grad_scenario(rank: int, chosen_per_rank: list[list[int]]) -> dict:
             "threshold": controller.threshold}
 
 
+class _RecordingReforward(ReforwardSelection):
+    """Reforward selection with shape buckets that remembers what it chose, and what the
+    threshold alone would have chosen."""
+
+    def select(self, sig: torch.Tensor, threshold: float) -> torch.Tensor:
+        chosen = super().select(sig, threshold)
+        self.record = {"chosen": chosen.tolist(), "above": int((sig > threshold).sum())}
+        return chosen
+
+
+def _bucketed_scenario(rank: int, threshold: float) -> dict:
+    """Each rank's subset size is rounded to a bucket (quantum 4 of 12); the gradient must
+    still be the exact mean over the samples every rank really trained."""
+    x, y = _global_batch()
+    half = x.shape[0] // WORLD
+    model = dist.wrap_model(tiny_mlp(), torch.device("cpu"))
+    controller = PIController(target=0.3, kp=0.0, ki=0.0, initial_threshold=threshold)
+    strategy = _RecordingReforward(1000, shape_buckets=3, batch_size=half)
+    s = train_step(model, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half], None, strategy,
+                   controller, SETTINGS, sparse=True, progress=1.0)
+    return {**strategy.record, "grads": [p.grad / s.global_active for p in model.parameters()],
+            "global_active": s.global_active}
+
+
 def _threshold_scenario(rank: int, steps: int) -> dict:
     """Real reforward selection on different data per rank: thresholds must stay equal."""
     model = dist.wrap_model(tiny_mlp(), torch.device("cpu"))
@@ -132,7 +156,7 @@ def _accum_scenario(rank: int, chosen: list[list[list[int]]]) -> dict:
             "synced": s.synced, "active": active}
 
 
-SCENARIOS = {"grad": _grad_scenario, "accum": _accum_scenario, "threshold": _threshold_scenario, "stale": _stale_scenario,
+SCENARIOS = {"grad": _grad_scenario, "bucketed": _bucketed_scenario, "accum": _accum_scenario, "threshold": _threshold_scenario, "stale": _stale_scenario,
              "energy": _energy_scenario}
 
 
@@ -171,6 +195,18 @@ def test_ddp_gradient_equals_single_process_reference(tmp_path, chosen):
     # The empty rank still ran a (zero-weight) backward, so its peers were not left waiting.
     assert results[1]["backward"] == (2 if not chosen[1] else len(chosen[1]))
     assert results[0]["threshold"] == results[1]["threshold"]
+
+
+def test_bucketed_subsets_keep_the_exact_gradient(tmp_path):
+    results = _spawn(tmp_path, "bucketed", 1.65)
+    chosen = [res["chosen"] for res in results]
+    assert all(len(c) % 4 == 0 for c in chosen)  # sizes come from the buckets
+    assert any(len(res["chosen"]) != res["above"] for res in results)  # and rounding really happened
+    ref = _reference(chosen)
+    for res in results:
+        assert res["global_active"] == sum(len(c) for c in chosen)
+        for g, ref_g in zip(res["grads"], ref):
+            torch.testing.assert_close(g, ref_g, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("chosen", [

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -28,6 +29,7 @@ from astray.errors import AstrayError
 from astray.engine.models import create_model
 from astray.sweep.store import ResultStore
 from astray.deploy.trained import find_trained
+from astray.sweep.checkpoints import latest_checkpoint
 from astray.engine.trainer import run
 from tests.conftest import PYTHON, REPO, small_overrides
 
@@ -53,14 +55,18 @@ def sweep_dir(tmp_path_factory, run_dir) -> Path:
                                      ("cccc3333", "diverged", 0.99, 1.0), ("dddd4444", "completed", 0.1, 50.0)]:
         store.write_trial({"trial_id": tid, "status": status, "is_baseline": False, "val_acc": acc,
                            "energy_j": energy, "energy_source": "model", "config_json": config_json})
-    # One-worker trial as Tune keeps it, an older checkpoint next to the newest; a
-    # multi-worker trial as Train keeps it, with only last.pt. dddd4444 has none.
+    # One-worker trial as Tune keeps it: an older checkpoint, the one that handed best.pt,
+    # and the newest, which did not improve (so it holds last.pt only); a multi-worker
+    # trial as Train keeps it, with only last.pt. dddd4444 has none.
     tune_trial = storage / "s1" / "astray_trial_bbbb2222_2_ast_kp=0.5_2026-01-01_00-00-00"
     for name, files in [("checkpoint_000000", ["last.pt"]),
-                        ("checkpoint_000001", ["best.pt", "last.pt", "metrics.parquet", "config.yaml"])]:
+                        ("checkpoint_000001", ["best.pt", "last.pt", "metrics.parquet", "config.yaml"]),
+                        ("checkpoint_000002", ["last.pt", "config.yaml"])]:
         (tune_trial / name).mkdir(parents=True)
         for f in files:
             shutil.copy(run_dir / f, tune_trial / name / f)
+    metrics = pq.read_table(run_dir / "metrics.parquet")  # one epoch more than checkpoint_000001
+    pq.write_table(pa.concat_tables([metrics, metrics.slice(0, 1)]), tune_trial / "checkpoint_000002" / "metrics.parquet")
     train_ckpt = storage / "train-aaaa1111" / "checkpoint_2026-01-01_00-00-05.000001"
     train_ckpt.mkdir(parents=True)
     shutil.copy(run_dir / "last.pt", train_ckpt / "last.pt")
@@ -153,7 +159,11 @@ def test_sweep_trials_are_found_in_ray_checkpoint_folders(sweep_dir):
     assert [t.name for t in find_trained(sweep_dir, "best")] == ["bbbb2222"]  # the diverged 0.99 does not count
     assert {t.name for t in find_trained(sweep_dir, "front")} == {"aaaa1111", "bbbb2222"}
     best = find_trained(sweep_dir, "bbbb2222")[0]
+    # The newest checkpoint is what a retry resumes from; the deployed weights are the
+    # best.pt an earlier epoch handed to Ray.
     assert best.checkpoint.name == "best.pt" and best.checkpoint.parent.name == "checkpoint_000001"
+    storage = sweep_dir.parent / "ray-storage"
+    assert latest_checkpoint(storage, "bbbb2222").name == "checkpoint_000002"
     fallback = find_trained(sweep_dir, "aaaa1111")[0]
     assert fallback.checkpoint.name == "last.pt" and fallback.checkpoint.parent.parent.name == "train-aaaa1111"
     with pytest.raises(AstrayError, match="trial dddd4444: no Ray checkpoint"):

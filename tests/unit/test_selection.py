@@ -18,6 +18,7 @@ from astray.sparse import (
     create_strategy,
     select_active,
 )
+from astray.sparse.selection import ShapeBuckets
 
 N = 300
 
@@ -248,6 +249,62 @@ def test_select_active_floor_never_filled_with_nan():
     chosen = select_active(sig, threshold=10.0, min_active_fraction=0.9)
     assert not bool(torch.isnan(sig[chosen]).any())
     assert sorted(chosen.tolist()) == [6, 7, 8, 9]
+
+
+# ------------------------------------------------------------------- shape buckets
+
+def test_bucketed_sizes_come_from_the_buckets_and_sum_to_the_threshold_counts():
+    """Every step trains a multiple of the quantum; the rounding error is carried, so an
+    epoch trains as many samples as the threshold chose (within one quantum)."""
+    g = torch.Generator().manual_seed(0)
+    buckets = ShapeBuckets(batch_size=128, buckets=8)
+    assert buckets.quantum == 16
+    exact = bucketed = 0
+    sizes = set()
+    for _ in range(200):
+        sig = torch.rand(128, generator=g) * 2
+        threshold = float(torch.rand((), generator=g)) * 2
+        exact += select_active(sig, threshold, 0.0).numel()
+        chosen = select_active(sig, threshold, 0.0, buckets)
+        sizes.add(chosen.numel())
+        bucketed += chosen.numel()
+    assert sizes <= {16 * i for i in range(9)}
+    assert abs(bucketed - exact) <= 16
+
+
+def test_bucket_fill_is_the_next_most_significant():
+    """Rounding up adds the most significant samples below the threshold; rounding down
+    drops the least significant above it: the selection is always a top-k."""
+    sig = torch.tensor([9.0, 0.1, 8.0, 0.5, 7.0, 0.2, 6.0, 0.3])
+    up = ShapeBuckets(batch_size=8, buckets=2)  # quantum 4
+    chosen = select_active(sig, threshold=6.5, min_active_fraction=0.0, buckets=up)  # 3 above -> 4
+    assert chosen.tolist() == [0, 2, 4, 6]
+    assert up.carry == -1
+    chosen = select_active(sig, threshold=7.5, min_active_fraction=0.0, buckets=up)  # 2 - 1 carried -> 0
+    assert chosen.tolist() == [] and up.carry == 1
+
+
+def test_bucketed_selection_skips_nan_and_caps_at_the_batch():
+    sig = torch.tensor([float("nan"), 5.0, 4.0, 3.0, 2.0, float("nan")])
+    buckets = ShapeBuckets(batch_size=8, buckets=2)  # quantum 4: a full bucket is 8 > 6 loaded
+    chosen = select_active(sig, threshold=0.0, min_active_fraction=0.0, buckets=buckets)
+    assert chosen.tolist() == [1, 2, 3, 4]
+
+
+def test_reforward_buckets_reset_each_epoch():
+    strategy = ReforwardSelection(100, shape_buckets=4, batch_size=16)
+    strategy.select(torch.arange(16.0), threshold=12.5)  # 3 above -> 4, carry -1
+    assert strategy.buckets.carry != 0
+    strategy.plan_epoch(1, _controller(), dense=False)
+    assert strategy.buckets.carry == 0
+
+
+def test_create_strategy_sizes_reforward_buckets_on_the_rank_batch():
+    cfg = ASTConfig(strategy="reforward", shape_buckets=4)
+    strategy = create_strategy(cfg, dataset_size=100, seed=0, global_batch=64, batch_size=32)
+    assert strategy.buckets.quantum == 8
+    off = create_strategy(ASTConfig(strategy="reforward", shape_buckets=0), 100, 0, 64, 32)
+    assert off.buckets is None
 
 
 # ------------------------------------------------------------------------ stale
