@@ -43,6 +43,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--target", type=float, default=0.25)
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers")
+    p.add_argument("--compile", action="store_true", help="training.compile=true for every strategy")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/gpu_check.json"))
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -52,8 +53,8 @@ def main() -> int:
     nvml = _load_nvml()
     uuid = _cuda_uuid(device)
     name = torch.cuda.get_device_name(device)
-    # No cudnn.benchmark: sparse steps see a new batch size almost every step, and
-    # autotuning each shape would cost more than it saves.
+    # cudnn.benchmark is the trainer's call: on wherever backward shapes are bounded
+    # (reforward's shape buckets, full batches elsewhere; docs/design.md §10).
 
     results = {}
     started = time.time()
@@ -66,7 +67,8 @@ def main() -> int:
                 f"ast.strategy={strategy}", f"ast.target_activation={args.target}", "ast.warmup_epochs=1",
                 "training.optimizer=sgd", "training.lr=0.1", f"training.batch_size={args.batch_size}",
                 f"training.epochs={args.epochs}", "training.mixed_precision=bf16", "training.device=cuda",
-                "training.max_loss=0", "energy.meter=nvml", f"logging.output_dir={tmp}/{strategy}"])
+                "training.max_loss=0", "energy.meter=nvml", f"logging.output_dir={tmp}/{strategy}"]
+                + (["training.compile=true"] if args.compile else []))
             counter = NvmlMeter([uuid], nvml, lambda: torch.cuda.synchronize(device))
             power = NvmlPowerMeter([uuid], nvml, lambda: torch.cuda.synchronize(device), interval_s=0.02)
             counter.begin()
@@ -110,9 +112,12 @@ def main() -> int:
               f"{r['flops_ratio']:6.2f} {r['compute_model']:6.2f} {r['counter_vs_power']:13.3f}")
     print("time/energy/FLOPs: sparse epochs over dense epochs; model: docs/design.md §1 compute limit; "
           "energy: NVML total-energy counter (measured)")
+    syncs = count_syncs(args, device)
+    for strategy, per_step in syncs.items():
+        print(f"host syncs per step, {strategy} sparse epoch (set_sync_debug_mode('warn')): {per_step:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": {"device": name, "model": args.model, "batch_size": args.batch_size,
+    out.write_text(json.dumps({"syncs_per_step": syncs, "meta": {"device": name, "model": args.model, "batch_size": args.batch_size,
                                         "samples": args.samples, "epochs": args.epochs, "target": args.target,
                                         "torch": torch.__version__, "command": " ".join(sys.argv),
                                         "date": time.strftime("%Y-%m-%d")},
@@ -121,6 +126,41 @@ def main() -> int:
                                             "rows": v["rows"]} for k, v in results.items()}}, indent=2))
     print(f"wrote {out}")
     return 0
+
+
+def count_syncs(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """One sparse epoch per strategy under ``torch.cuda.set_sync_debug_mode("warn")``: every
+    synchronising call warns once; warnings per step are the host syncs docs/design.md §10
+    lists (reforward: 1, its selection size; stale: 0)."""
+    import warnings
+
+    from astray.engine.trainer import Trainer, resolve_device
+
+    out: dict[str, float] = {}
+    samples = min(args.samples, 2560)
+    with tempfile.TemporaryDirectory() as tmp:
+        for strategy in ("reforward", "stale"):
+            cfg = load_config(None, [
+                f"model.name={args.model}", "model.channels_last=true", "dataset.type=synthetic",
+                "dataset.num_classes=1000", "dataset.image_size=224", f"dataset.synthetic_samples={samples}",
+                f"dataset.num_workers={args.workers}", "dataset.pin_memory=true", f"ast.strategy={strategy}",
+                f"ast.target_activation={args.target}", "training.epochs=2", f"training.batch_size={args.batch_size}",
+                "training.mixed_precision=bf16", "training.device=cuda", "energy.meter=model",
+                f"logging.output_dir={tmp}/{strategy}"])
+            with contextlib.redirect_stdout(io.StringIO()):
+                trainer = Trainer(cfg, Path(tmp) / strategy, resolve_device("cuda"), resume=False)
+                trainer.run_epoch(0, sparse=False)
+                torch.cuda.synchronize(device)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        trainer.run_epoch(1, sparse=True)
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+            steps = max(1, len(trainer.train_loader))
+            out[strategy] = sum("synchroniz" in str(w.message) for w in caught) / steps
+    return out
 
 
 if __name__ == "__main__":

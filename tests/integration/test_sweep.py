@@ -17,7 +17,8 @@ import polars as pl
 import pyarrow.dataset as pads
 import pytest
 
-from astray.sweep.checkpoints import latest_checkpoint
+from astray.sweep.checkpoints import deployable_checkpoint, latest_checkpoint
+from astray.sweep.ray_adapter import CHECKPOINTS_KEPT
 from astray.sweep.store import read_epochs, read_trials
 from tests.conftest import PYTHON, REPO
 
@@ -100,11 +101,14 @@ def test_two_worker_ddp_trial(tmp_path):
     assert "2 process(es)" in proc.stdout  # the engine ran under DDP with two ranks
     epochs = read_epochs(tmp_path / "ddp").to_pandas()
     assert epochs["epoch"].tolist() == [1, 2, 3]
-    # Ray Train keeps a bounded number of the trial's checkpoints, the newest among them.
+    # Ray Train keeps a bounded number of the trial's checkpoints (the 2 best by
+    # checkpoint_score, and the newest), the newest and the best.pt among them.
     (train_run,) = (tmp_path / "ddp" / "ray").glob(f"train-{trials['trial_id'][0]}")
     kept = sorted(d for d in train_run.glob("checkpoint_*") if d.is_dir())
-    assert 1 <= len(kept) <= 2, kept
+    assert 1 <= len(kept) <= CHECKPOINTS_KEPT + 1, kept
     assert latest_checkpoint(tmp_path / "ddp" / "ray", trials["trial_id"][0]) in kept
+    best = deployable_checkpoint(tmp_path / "ddp" / "ray", trials["trial_id"][0])
+    assert best in kept and (best / "best.pt").is_file()
 
 
 def test_diverging_and_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):

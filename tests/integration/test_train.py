@@ -44,6 +44,26 @@ def test_run_writes_metrics_config_and_loadable_checkpoints(tmp_path):
     assert result.stopped == "completed"
 
 
+def test_sparse_epoch_backward_shapes_are_bounded_by_the_buckets(tmp_path):
+    """A real reforward epoch: every training forward (the backward batch) has one of at
+    most ast.shape_buckets + 1 sizes (the epoch's short last batch is capped at its size)."""
+    from astray.engine.trainer import Trainer
+
+    cfg = _cfg(tmp_path / "r", **{"ast.strategy": "reforward", "ast.shape_buckets": 4,
+                                  "ast.target_activation": 0.3, "training.epochs": 3})
+    trainer = Trainer(cfg, tmp_path / "r", torch.device("cpu"), resume=False)
+    sizes: list[int] = []
+    trainer.model.register_forward_pre_hook(
+        lambda _m, args: sizes.append(args[0].shape[0]) if torch.is_grad_enabled() else None)
+    trainer.run_epoch(0, sparse=False)
+    for epoch in (1, 2):
+        sizes.clear()
+        work = trainer.run_epoch(epoch, sparse=True)
+        assert len(set(sizes)) <= 4 + 1, sorted(set(sizes))
+        assert all(n % 8 == 0 for n in sizes[:-1])  # quantum ceil(32 / 4); the last batch may be short
+        assert work.backward == sum(sizes)
+
+
 def test_precise_bn_uses_at_most_its_share_of_a_small_training_set(tmp_path):
     """1,024 recalibration forwards on a 205-image set would cost more than a forward
     epoch; ast.bn_recalibration_fraction (0.1) caps them at ceil(0.1 * 205) = 21."""

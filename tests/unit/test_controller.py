@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from astray.config.run import ASTConfig
-from astray.sparse import PIController
+from astray.sparse import PIController, select_active
+from astray.sparse.selection import ShapeBuckets
 
 
 def _controller(**kw) -> PIController:
@@ -49,22 +50,36 @@ def test_from_config_uses_config_values():
 
 
 def _simulate_plant(target: float, steps: int = 2000, batch: int = 256, sigma: float = 1.0,
-                    seed: int = 0) -> float:
+                    seed: int = 0, buckets: int = 0) -> float:
     """Significance ~ lognormal whose scale falls from 2.3 to 0.001 over ``steps`` updates.
 
-    Returns the realised mean activation over the last half.
+    With ``buckets``, the trained count is reforward's real selection, rounded to shape
+    buckets, and the controller is fed that realised count. Returns the realised mean
+    activation over the last half.
     """
     rng = np.random.default_rng(seed)
     ctrl = PIController.from_config(ASTConfig(target_activation=target))
     mu = np.linspace(math.log(2.3), math.log(1e-3), steps)[:, None]
     sig = np.exp(mu + sigma * rng.standard_normal((steps, batch)))
+    rounding = ShapeBuckets(batch, buckets) if buckets else None
     rates = []
     for t in range(steps):
-        active = int(np.count_nonzero(sig[t] > ctrl.threshold))
+        if rounding is None:
+            active = int(np.count_nonzero(sig[t] > ctrl.threshold))
+        else:
+            active = select_active(torch.from_numpy(sig[t]), ctrl.threshold, 0.0, rounding).numel()
         rates.append(active / batch)
         ctrl.update(active, batch, epoch=t / 100)
     tail = rates[steps // 2:]
     return sum(tail) / len(tail)
+
+
+@pytest.mark.parametrize("target", [0.1, 0.3, 0.5])
+def test_tracks_target_through_shape_buckets(target):
+    """Rounded subsets (8 sizes of a 256 batch) and the realised counts fed back: the
+    controller still holds the target."""
+    realised = _simulate_plant(target, sigma=1.0, buckets=8)
+    assert abs(realised - target) < 0.05, f"target {target}, realised {realised:.4f}"
 
 
 @pytest.mark.parametrize("target", [0.1, 0.3, 0.5])
