@@ -151,7 +151,13 @@ class TrainingConfig:
     momentum: float = 0.9  # sgd only
     batch_size: int = 64  # per training process
     epochs: int = 5
-    lr_warmup_epochs: float = 0.5  # linear warm-up before the cosine decay
+    lr_warmup_epochs: float = 0.5  # linear warm-up first (cosine, step, constant)
+    schedule: str = "cosine"  # cosine | step | onecycle | constant: the lr after warm-up, by progress in epochs
+    lr_milestones: list = field(default_factory=lambda: [])  # step: epochs at which the lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1  # step: the factor at each milestone
+    onecycle_pct_start: float = 0.3  # onecycle: share of the epochs spent rising to the peak lr
+    onecycle_div_factor: float = 25.0  # onecycle: the lr starts at peak / this
+    onecycle_final_div_factor: float = 1e4  # onecycle: ... and ends at start / this
     label_smoothing: float = 0.0
     grad_accum_steps: int = 1
     grad_clip: float = 0.0  # max global grad norm; 0 = off
@@ -172,6 +178,21 @@ class TrainingConfig:
         in_range("training.batch_size", self.batch_size, lo=2)
         in_range("training.epochs", self.epochs, lo=1)
         in_range("training.lr_warmup_epochs", self.lr_warmup_epochs, lo=0)
+        choice("training.schedule", self.schedule, ("cosine", "step", "onecycle", "constant"))
+        in_range("training.lr_gamma", self.lr_gamma, lo=0, hi=1, lo_open=True)
+        in_range("training.onecycle_pct_start", self.onecycle_pct_start, lo=0, hi=1, lo_open=True, hi_open=True)
+        in_range("training.onecycle_div_factor", self.onecycle_div_factor, lo=1)
+        in_range("training.onecycle_final_div_factor", self.onecycle_final_div_factor, lo=1)
+        milestones = self.lr_milestones
+        if (not isinstance(milestones, list) or not all(isinstance(m, (int, float)) and not isinstance(m, bool)
+                                                        for m in milestones)
+                or any(b <= a for a, b in zip(milestones, milestones[1:]))
+                or any(not 0 < m < self.epochs for m in milestones)):
+            raise ConfigError(f"training.lr_milestones={milestones!r} must be a strictly increasing list of "
+                              f"epochs between 0 and training.epochs={self.epochs} (exclusive)")
+        if self.schedule == "step" and not milestones:
+            raise ConfigError("training.schedule=step needs training.lr_milestones, e.g. [30, 60] "
+                              "(the lr is multiplied by training.lr_gamma at each)")
         in_range("training.label_smoothing", self.label_smoothing, lo=0, hi=1, hi_open=True)
         in_range("training.grad_accum_steps", self.grad_accum_steps, lo=1)
         in_range("training.grad_clip", self.grad_clip, lo=0)
