@@ -226,6 +226,7 @@ class ResourcesConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # fractional (<1) lets one-worker trials share a GPU
     placement_strategy: str = "PACK"  # PACK | SPREAD: how a trial's workers are placed on nodes
+    autoscaling: bool = False  # the cluster adds nodes on demand: wait for one instead of failing at once
 
     def __post_init__(self) -> None:
         in_range("resources.workers_per_trial", self.workers_per_trial, lo=1)

@@ -71,6 +71,11 @@ def init(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+def node_resources() -> list[dict[str, float]]:
+    """Every alive node's total resources (CPU, GPU, memory, custom)."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()

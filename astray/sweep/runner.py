@@ -19,7 +19,13 @@ from astray.sweep.provenance import manifest
 from astray.sweep.recorder import SweepRecorder
 from astray.sweep.store import ResultStore
 from astray.sweep.trainable import astray_trial
-from astray.sweep.trial_config import check_before_start, resolved_sweep_config, sweep_paths
+from astray.sweep.trial_config import (
+    check_before_start,
+    check_data_on_driver,
+    check_trial_fits,
+    resolved_sweep_config,
+    sweep_paths,
+)
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None, num_cpus: int | None = None) -> Path:
@@ -29,8 +35,13 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
     root = paths.store
     search = spec.search
     total = search.trials_per_sweep
-    cluster = ray_adapter.init(address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus)
+    address = address or os.environ.get("RAY_ADDRESS")
+    check_data_on_driver(spec)
+    cluster = ray_adapter.init(address, num_cpus=num_cpus)
     try:
+        waiting = check_trial_fits(spec.resources, ray_adapter.node_resources())
+        if waiting:
+            print(waiting, flush=True)
         trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
                                                spec=spec, storage=paths.storage)
         store = ResultStore(root, {p.key: p.arrow_type() for p in spec.search.params}).open()

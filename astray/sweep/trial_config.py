@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from astray.config.dotted import get_dotted, set_dotted
-from astray.config.sweep import Baseline, Param, SweepSpec, baseline_overrides
+from astray.config.sweep import Baseline, Param, ResourcesConfig, SweepSpec, baseline_overrides
+from astray.engine.data import build_datasets
 from astray.engine.models import check_model_name
 from astray.errors import ConfigError
 from astray.schema import KIND_SEARCHED
@@ -51,6 +52,57 @@ def check_before_start(spec: SweepSpec, resume: bool) -> None:
     elif (paths.store / "trials").exists() or (paths.local and Path(paths.experiment).exists()):
         raise ConfigError(f"sweep.name={spec.sweep.name!r} already has results at {str(paths.store)!r}; "
                           "pass --resume to finish it, or choose another sweep.name")
+
+
+def check_data_on_driver(spec: SweepSpec) -> None:
+    """Open the dataset once on the driver, before any trial is placed: a class count that
+    is not ``dataset.num_classes``, or data that does not load, is one line here, not an
+    error in every trial. (Config loading already checked that its paths exist.)"""
+    build_datasets(spec.run.dataset)
+
+
+def worker_bundle(res: ResourcesConfig) -> dict[str, float]:
+    """What one training worker reserves (a one-worker trial is its own worker)."""
+    bundle = {"CPU": float(res.cpus_per_worker)}
+    if res.gpus_per_worker:
+        bundle["GPU"] = float(res.gpus_per_worker)
+    return bundle
+
+
+def _fits(node: dict[str, float], bundle: dict[str, float]) -> int:
+    """How many ``bundle``s one node can hold at once."""
+    counts = [node.get(k, 0.0) / v for k, v in bundle.items() if v > 0]
+    return int(min(counts) + 1e-9) if counts else 1_000_000
+
+
+def check_trial_fits(res: ResourcesConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Whether the cluster's ``nodes`` (their total resources) can ever place one trial.
+
+    A trial is ``workers_per_trial`` bundles placed by ``placement_strategy``: PACK and
+    SPREAD may split them over nodes, STRICT_PACK needs them on one node, STRICT_SPREAD
+    on as many distinct nodes. When no placement exists, raise a one-line ConfigError
+    naming the resources keys; with ``resources.autoscaling`` the cluster may still add
+    a node, so return the line to print once instead. None: it fits.
+    """
+    bundle, n = worker_bundle(res), res.workers_per_trial
+    holds = [_fits(node, bundle) for node in nodes]
+    strategy = res.placement_strategy
+    if strategy == "STRICT_PACK":
+        ok = any(h >= n for h in holds)
+    elif strategy == "STRICT_SPREAD":
+        ok = sum(h >= 1 for h in holds) >= n
+    else:
+        ok = sum(holds) >= n
+    if ok:
+        return None
+    ask = ", ".join(f"{k} {v:g}" for k, v in bundle.items())
+    have = "; ".join(", ".join(f"{k} {node.get(k, 0.0):g}" for k in bundle) for node in nodes) or "no nodes"
+    what = (f"resources.workers_per_trial={n} worker(s) of {{{ask}}} "
+            f"(resources.cpus_per_worker, resources.gpus_per_worker; placement {strategy})")
+    if res.autoscaling:
+        return f"[astray] no node can place a trial yet: {what}; waiting for the autoscaler to add one"
+    raise ConfigError(f"{what} fits on no node of this cluster (nodes: {have}); lower those resources.* "
+                      "values, or set resources.autoscaling: true on a cluster that adds nodes")
 
 
 def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | None = None) -> dict[str, Any]:

@@ -265,3 +265,16 @@ def test_killed_trial_is_retried_from_its_checkpoint_or_recorded(tmp_path, max_f
     key = ["epoch", "train_time_s", "val_acc"]
     kept = epochs[epochs["epoch"].isin(before["epoch"])][key].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before[key].reset_index(drop=True))
+
+
+def test_a_trial_no_node_can_hold_fails_at_once_with_one_line(tmp_path):
+    """The imagenet-style request (a GPU per worker) on this CPU-only machine: before, Ray
+    printed 'No available node types can fulfill resource request' for ever."""
+    started = time.monotonic()
+    proc = _tune(_sweep_args(tmp_path, "nogpu", **{"resources.gpus_per_worker": 1}), timeout=180)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()  # Ray's own start-up warnings may come first
+    ours = [line for line in lines if "resources." in line]
+    assert ours == lines[-1:] and "resources.gpus_per_worker" in ours[0] and "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 120
+    assert not (tmp_path / "nogpu" / "trials").exists()  # nothing was written
