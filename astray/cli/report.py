@@ -37,14 +37,20 @@ def parse_args(argv: list[str] | None, prog: str = "python -m astray.report") ->
 @cli_entry
 def main(argv: list[str] | None = None, prog: str = "python -m astray.report") -> int:
     args = parse_args(argv, prog)
-    sweeps = load_sweeps(args.sweep_dirs)
-    objectives, source = choose_objectives(args.objectives, sweeps)
+    write_sweep_report(args.sweep_dirs, args.objectives, args.out)
+    return 0
+
+
+def write_sweep_report(sweep_dirs: list[str], objectives: str | None = None, out_dir: str | None = None) -> Path:
+    """Analyse and write the report; print its summary and where it went. Returns the folder."""
+    sweeps = load_sweeps(sweep_dirs)
+    objectives, source = choose_objectives(objectives, sweeps)
     a = analyze(sweeps, objectives)
     a = replace(a, notes=(source,) + a.notes)
-    if args.out:
-        out = Path(args.out)
+    if out_dir:
+        out = Path(out_dir)
     else:
-        out = Path(args.sweep_dirs[0]) / ("report" if len(sweeps) == 1 else "report-comparison")
+        out = Path(sweep_dirs[0]) / ("report" if len(sweeps) == 1 else "report-comparison")
     if out.exists() and not out.is_dir():
         raise AstrayError(f"--out {str(out)!r} exists and is not a directory")
     try:
@@ -54,8 +60,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m astray.report") -
     for line in summary_lines(a):
         print(line)
     print(f"[astray] wrote {out}/: {' '.join(p.name for p in written)}")
-    return 0
-
+    return out
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m astray.tune") -> a
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (auto or HOST:PORT; default: $RAY_ADDRESS, else a local instance)")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="do not write the Pareto report when the sweep finishes (default: write it)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also print Ray Tune's status table (-v), and its per-trial results (-vv)")
     return p.parse_args(argv)
 
 
@@ -32,10 +36,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m astray.tune") -> 
     from astray.sweep.runner import run_sweep
 
     try:
-        run_sweep(spec, resume=args.resume, address=args.address)
+        root = run_sweep(spec, resume=args.resume, address=args.address, verbose=min(args.verbose, 2))
     except KeyboardInterrupt:
         print("[astray] interrupted: finished trials are in the store; continue with --resume", flush=True)
         return 130
+    if args.report:
+        # The main job ends with its result: the Pareto report, and where to open it.
+        from astray.cli.report import write_sweep_report
+
+        out = write_sweep_report([str(root)])
+        print(f"[astray] report: {(out / 'report.html').resolve()}", flush=True)
     return 0
 
 

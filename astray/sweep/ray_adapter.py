@@ -345,13 +345,16 @@ def make_trainable(fn: Callable[..., Any], resources: dict[str, float], **params
 
 
 def make_tuner(trainable: Any, searcher: OptunaSearch, num_samples: int, max_concurrent: int,
-               name: str, storage_path: str, callbacks: list[Any], max_failures: int) -> tune.Tuner:
+               name: str, storage_path: str, callbacks: list[Any], max_failures: int,
+               verbose: int = 0) -> tune.Tuner:
+    """``verbose`` is Ray Tune's: 0 leaves the console to astray's own lines, 1 adds Ray's
+    ``== Status ==`` table (about 170 lines a minute on the quickstart)."""
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
                                     max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks, verbose=1,
+            name=name, storage_path=storage_path, callbacks=callbacks, verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
                                                     checkpoint_score_attribute=CHECKPOINT_SCORE)),

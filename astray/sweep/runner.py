@@ -28,7 +28,8 @@ from astray.sweep.trial_config import (
 )
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None, num_cpus: int | None = None) -> Path:
+def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None, num_cpus: int | None = None,
+              verbose: int = 0) -> Path:
     """Run (or finish) a sweep; returns the store directory."""
     check_before_start(spec, resume)
     paths = sweep_paths(spec)
@@ -57,7 +58,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
             recorder = SweepRecorder(store, spec, total)
             tuner = ray_adapter.make_tuner(trainable, searcher, total, search.max_concurrent,
                                            spec.sweep.name, paths.storage, [ray_adapter.StoreCallback(recorder)],
-                                           spec.sweep.max_failures)
+                                           spec.sweep.max_failures, verbose)
             baselines = ", ".join(b.config_id for b in search.parsed_baselines) or "none"
             print(f"[astray] sweep {spec.sweep.name}: {search.num_samples} searched configurations + baselines "
                   f"({baselines}), {search.repeats} seed(s) each = {total} trials, {search.max_concurrent} at a "

@@ -65,6 +65,11 @@ def test_sweep_fills_the_store(tmp_path):
     assert (trials["epochs"] == 2).all() and (trials["energy_source"] == "model").all()
     assert (searched["flops"] < base["flops"]).all()  # sparse trials executed less work
     assert trials["node_id"].notna().all()
+    # The main job ends with its result: the report is written and its path printed; the
+    # console is astray's own lines, not Ray's status table (that takes -v).
+    assert f"[astray] report: {(root / 'report' / 'report.html').resolve()}" in proc.stdout
+    assert (root / "report" / "report.html").stat().st_size > 1000
+    assert "Trial status" not in proc.stdout and "== Status ==" not in proc.stdout
 
     epochs = read_epochs(root).to_pandas()
     assert len(epochs) == 10 and not epochs.duplicated(["trial_id", "epoch"]).any()
