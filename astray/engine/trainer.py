@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from astray import __version__
 from astray.config.load import save_config
@@ -190,6 +192,9 @@ class Trainer:
         self.val_loader = DataLoader(self.data.val, batch_size=t.batch_size * 2,
                                      sampler=list(range(ddp.rank(), len(self.data.val), self.world)),
                                      num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
+        # A bar per epoch in a terminal (the primary only); plain lines elsewhere, as in Ray trials.
+        mode = cfg.logging.progress
+        self.bars = ddp.is_primary() and (mode == "bar" or (mode == "auto" and sys.stdout.isatty()))
         log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(self.data.train)} train / "
             f"{len(self.data.val)} val; {self.data.preprocessing}), strategy {a.strategy}, "
             f"{self.world} process(es) on {device}, "
@@ -263,6 +268,8 @@ class Trainer:
         window_active, window_weight, stop = 0, 0.0, False
         nonfinite: bool | torch.Tensor = False  # the previous step's flag, all-reduced by the next (DDP)
         window_unsynced = False  # some backward of this window ran under no_sync (rule 6)
+        bar = self._bar(steps, f"epoch {epoch + 1}/{t.epochs} [{cfg.ast.strategy if sparse else 'dense'}]")
+        shown_at = -math.inf  # the first step shows its figures at once
         self.meter.begin()
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(self.train_loader):
@@ -305,9 +312,20 @@ class Trainer:
                     raise self._diverged(f"in epoch {epoch + 1} by step {step}")
                 log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {float(loss_sum) / max(loaded, 1):.4f} "
                     f"act {backward / max(loaded, 1):.3f} threshold {self.controller.threshold:.4g}")
+            if bar is not None:
+                bar.update(1)
+                now = time.perf_counter()
+                if now - shown_at > 0.5:  # the loss is a device value: read it twice a second at most
+                    shown_at = now
+                    target = f"/{cfg.ast.target_activation:g}" if sparse and self.strategy.uses_controller else ""
+                    bar.set_postfix_str(f"{loaded / (now - t0):.0f} img/s, loss {float(loss_sum) / max(loaded, 1):.4f}, "
+                                        f"act {backward / max(loaded, 1):.3f}{target}, "
+                                        f"thr {self.controller.threshold:.4g}")
             if s.stop:
                 stop = True
                 break
+        if bar is not None:
+            bar.close()
         if sparse and self.strategy.biased_batches and self.recalibration_size() > 0:
             forward += self.recalibrate_batchnorm(epoch)
         train_time = time.perf_counter() - t0
@@ -332,6 +350,12 @@ class Trainer:
         if self.cfg.training.max_loss > 0:
             too_high |= mean > self.cfg.training.max_loss
         return too_high
+
+    def _bar(self, total: int, desc: str) -> tqdm | None:
+        """A progress bar on stdout when bars are on (a terminal, the primary rank), else None."""
+        if not self.bars:
+            return None
+        return tqdm(total=total, desc=desc, unit="step", file=sys.stdout, leave=False, dynamic_ncols=True)
 
     def recalibration_size(self) -> int:
         """Precise BN's sample count: ``ast.bn_recalibration_samples``, at most
@@ -362,7 +386,10 @@ class Trainer:
         net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64)
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        bar = self._bar(len(self.val_loader), "  evaluating")
         for x, y, _ in self.val_loader:
+            if bar is not None:
+                bar.update(1)
             x, y = _to_device(x, y, self.device, self.cfg.model.channels_last)
             with self.autocast():
                 logits = net(x)
@@ -370,6 +397,8 @@ class Trainer:
             pred = logits.argmax(1)
             confusion += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes ** 2).view(
                 num_classes, num_classes)
+        if bar is not None:
+            bar.close()
         net.train()
         bd = ddp.backend_device()
         loss_sum = ddp.all_reduce_sum(loss_sum.to(bd)).cpu()

@@ -59,3 +59,46 @@ def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path, env_one_
 def test_resume_without_a_checkpoint(tmp_path):
     proc = _train(str(REPO / "configs/quickstart.yaml"), "--set", f"logging.output_dir={tmp_path}/x", "--resume")
     assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+
+
+def _in_a_terminal(args: list[str], columns: int = 120) -> tuple[int, str]:
+    """Run a command with stdout and stderr on a pseudo-terminal of ``columns`` columns."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(args, cwd=REPO, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=120), out.decode(errors="replace")
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_gets_plain_lines(tmp_path):
+    args = [PYTHON, "-m", "astray.train", str(REPO / "configs/quickstart.yaml"),
+            *[a for o in small_overrides(tmp_path / "tty", **{"training.epochs": 2}) for a in ("--set", o)]]
+    rc, shown = _in_a_terminal(args)
+    assert rc == 0, shown[-2000:]
+    frames = [f for f in shown.split("\r") if "step/s" in f]
+    assert frames, shown[-2000:]
+    assert any("epoch 2/2 [stale]" in f and "img/s" in f and "loss" in f and "act" in f and "/0.3" in f
+               and "thr" in f for f in frames), frames[-3:]
+    assert "epoch 2/2 [stale] train_loss" in shown  # the epoch's line stays when the bar goes
+
+    piped = subprocess.run([PYTHON, "-m", "astray.train", str(REPO / "configs/quickstart.yaml"),
+                            *[a for o in small_overrides(tmp_path / "pipe", **{"training.epochs": 2})
+                              for a in ("--set", o)]], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and "\r" not in piped.stdout and "step/s" not in piped.stdout
+    assert "epoch 2/2 [stale] train_loss" in piped.stdout
