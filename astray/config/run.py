@@ -223,12 +223,14 @@ class LoggingConfig:
     output_dir: str = "results/runs/run"
     log_every_steps: int = 0  # progress line every N steps inside an epoch; 0 = off
     progress: str = "auto"  # auto (a bar per epoch in a terminal, plain lines elsewhere) | bar | lines
+    steps_every: int = 10  # steps.parquet: the controller every N training steps (and stale plan windows); 0 = off
 
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ConfigError("logging.output_dir='' is empty; give a directory path")
         in_range("logging.log_every_steps", self.log_every_steps, lo=0)
         choice("logging.progress", self.progress, ("auto", "bar", "lines"))
+        in_range("logging.steps_every", self.steps_every, lo=0)
 
 
 @dataclass

@@ -78,3 +78,23 @@ def write_metrics(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
+
+
+# steps.parquet: the controller step by step (docs/design.md §10), every
+# ``logging.steps_every``-th training step, and in stale mode every plan window.
+STEP_SCHEMA = pa.schema([
+    ("epoch", pa.int64()),        # 1-based, as in metrics.parquet
+    ("step", pa.int64()),         # training step (source "step") or plan window ("plan") within the epoch
+    ("progress", pa.float64()),   # fractional epochs since the start of training
+    ("source", pa.string()),      # step | plan
+    ("activation", pa.float64()),  # share of the step's (all ranks') or the window's samples trained
+    ("threshold", pa.float64()),  # the controller's threshold after this update
+    ("error", pa.float64()),      # EMA of the activation minus the target (NaN before any update)
+    ("integral", pa.float64()),   # the controller's integral term
+    ("loss", pa.float64()),       # mean cross-entropy of the primary rank's batch (NaN for plan rows)
+    ("lr", pa.float64()),         # learning rate of the step (NaN for plan rows)
+])
+
+
+def write_steps(rows: list[dict[str, Any]], path: str | Path) -> None:
+    write_parquet(path, pa.Table.from_pylist(rows, schema=STEP_SCHEMA))

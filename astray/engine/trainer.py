@@ -28,13 +28,14 @@ from astray.engine.data import IndexedDataset, PlanSampler, build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
 from astray.engine.models import check_model_name, create_model
-from astray.engine.records import EpochRow, macro_f1, read_metrics, write_metrics
+from astray.engine.records import EpochRow, macro_f1, read_metrics, write_metrics, write_steps
 from astray.engine.schedule import epoch_is_sparse, lr_at, make_optimizer
 from astray.engine.state import (
     BEST,
     CONFIG,
     LAST,
     METRICS,
+    STEPS,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -46,9 +47,10 @@ from astray.errors import ConfigError, TrainingDiverged
 from astray.schema import SCOPE_DEVICE, SCOPE_DEVICE_SHARED, SCOPE_PROCESS
 from astray.sparse import PIController, create_strategy
 
-# report(row, output_dir, improved=..., final=...): called on every rank after each epoch,
-# once the primary has the row and the checkpoint on disk (the sweep's trial hands them to
-# Ray). ``improved``: best.pt was written this epoch; ``final``: no epoch follows.
+# report(row, output_dir, improved=..., final=..., steps=...): called on every rank after
+# each epoch, once the primary has the row and the checkpoint on disk (the sweep's trial
+# hands them to Ray). ``improved``: best.pt was written this epoch; ``final``: no epoch
+# follows; ``steps``: the epoch's rows of steps.parquet.
 Report = Callable[..., None]
 
 
@@ -71,6 +73,7 @@ class EpochWork:
     train_time_s: float  # this rank's
     energy_j: float  # this rank's meter window
     stop: bool  # training.max_minutes ran out during the epoch
+    steps: list[dict[str, Any]]  # the epoch's rows of steps.parquet
 
 
 def resolve_device(name: str) -> torch.device:
@@ -164,11 +167,14 @@ class Trainer:
                                      cfg.model.channels_last)
 
         self.rows: list[dict[str, Any]] = []
+        self.step_rows: list[dict[str, Any]] = []  # steps.parquet
         self.start_epoch, self.best_acc, self.epochs_no_gain, self.elapsed_before = 0, -1.0, 0, 0.0
         if resume:
             self.load_state_dict(load_checkpoint(out / LAST), model)
             if (out / METRICS).exists():
                 self.rows = [r for r in read_metrics(out / METRICS) if r["epoch"] <= self.start_epoch]
+            if (out / STEPS).exists():
+                self.step_rows = [r for r in read_metrics(out / STEPS) if r["epoch"] <= self.start_epoch]
             log(f"resuming {out} after epoch {self.start_epoch}")
         self.net = model  # the plain module: checkpoints hold its state_dict
         if t.compile:
@@ -244,7 +250,16 @@ class Trainer:
         step's all-reduce, which is read every step anyway (docs/design.md §10).
         """
         cfg, t = self.cfg, self.cfg.training
+        every = cfg.logging.steps_every
+        trace: list[dict[str, Any]] = []
+        self.controller.trace = [] if every else None  # stale steps its controller while planning
         plan = self.strategy.plan_epoch(epoch, self.controller, dense=not sparse)
+        for w, (progress, rate, threshold, error, integral) in enumerate(self.controller.trace or []):
+            if w % every == 0:
+                trace.append({"epoch": epoch + 1, "step": w, "progress": progress, "source": "plan",
+                              "activation": rate, "threshold": threshold, "error": error, "integral": integral,
+                              "loss": math.nan, "lr": math.nan})
+        self.controller.trace = None
         local = plan.indices[ddp.shard(torch.arange(plan.indices.numel()))]
         if local.numel() % t.batch_size == 1 and local.numel() > 1:
             local = local[:-1]  # a last batch of one sample breaks training-mode BatchNorm
@@ -307,6 +322,13 @@ class Trainer:
             correct += s.correct
             seen_idx.append(idx)
             seen_sig.append(s.sig)
+            if every and step % every == 0:
+                # A read of the step's loss (a sync on CUDA) every steps_every steps only.
+                trace.append({"epoch": epoch + 1, "step": step, "progress": progress, "source": "step",
+                              "activation": s.global_active / max(s.global_loaded, 1),
+                              "threshold": self.controller.threshold, "error": self.controller.error,
+                              "integral": self.controller.integral, "loss": float(s.loss_sum) / max(s.loaded, 1),
+                              "lr": self.optimizer.param_groups[0]["lr"]})
             if cfg.logging.log_every_steps and (step + 1) % cfg.logging.log_every_steps == 0:
                 if bool(bad):  # a read: only here and at the end of the epoch
                     raise self._diverged(f"in epoch {epoch + 1} by step {step}")
@@ -341,7 +363,7 @@ class Trainer:
             [loaded, forward, backward, float(loss_sum), float(correct)])
         if self._loss_too_high(loss_sum / max(loaded, 1)):
             raise self._diverged(f"in epoch {epoch + 1}")
-        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop)
+        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop, trace)
 
     def _loss_too_high_t(self, loss_sum: torch.Tensor, n: int) -> torch.Tensor:
         """The per-step divergence test as a device flag (no read)."""
@@ -435,6 +457,7 @@ class Trainer:
                 lr=self.optimizer.param_groups[0]["lr"], strategy=cfg.ast.strategy if sparse else "dense",
             ).as_dict()
             self.rows.append(row)
+            self.step_rows.extend(work.steps)
 
             improved = row["val_acc"] > self.best_acc
             if improved:
@@ -451,12 +474,14 @@ class Trainer:
                     if improved:
                         save_checkpoint(state, self.out / BEST)
                 write_metrics(self.rows, self.out / METRICS)
+                if cfg.logging.steps_every:
+                    write_steps(self.step_rows, self.out / STEPS)
             early_stop = bool(t.early_stop_patience) and self.epochs_no_gain >= t.early_stop_patience
             if report is not None:
                 # Every rank reports the same (all-reduced) row: Ray Train's report is a
                 # barrier all workers must reach; only the primary's files exist.
                 report(row, self.out, improved=improved and not work.stop,
-                       final=work.stop or early_stop or epoch + 1 == t.epochs)
+                       final=work.stop or early_stop or epoch + 1 == t.epochs, steps=work.steps)
             log(_progress_line(row, t.epochs))
 
             if work.stop:

@@ -57,6 +57,9 @@ class PIController:
         self.integral = 0.0
         self.ema: float | None = None
         self.updates = 0
+        # When a list, every update appends (progress, rate, threshold, error, integral):
+        # the trainer's step trace (steps.parquet). Not state: never checkpointed.
+        self.trace: list[tuple[float, float, float, float, float]] | None = None
 
     @classmethod
     def from_config(cls, cfg: ASTConfig) -> PIController:
@@ -94,7 +97,14 @@ class PIController:
         ki = self.ki * _ramp(epoch, self.ki_warmup_epochs)
         self.log_threshold = max(lo, min(hi, self.log_threshold + kp * error + ki * self.integral))
         self.updates += 1
+        if self.trace is not None:
+            self.trace.append((epoch, rate, self.threshold, error, self.integral))
         return self.threshold
+
+    @property
+    def error(self) -> float:
+        """The current error (EMA minus target); NaN before the first update."""
+        return math.nan if self.ema is None else self.ema - self.target
 
     def state_dict(self) -> dict[str, Any]:
         return {"log_threshold": self.log_threshold, "integral": self.integral,

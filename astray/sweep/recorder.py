@@ -46,6 +46,7 @@ class SweepRecorder:
         self.echo = echo or print_line
         self.records: dict[str, dict[str, Any]] = {}
         self.epochs: dict[str, list[dict[str, Any]]] = {}
+        self.steps: dict[str, list[dict[str, Any]]] = {}  # each trial's step trace (steps/)
 
     def load_existing(self) -> None:
         """Pick up the rows a previous driver wrote (``--resume``)."""
@@ -53,6 +54,7 @@ class SweepRecorder:
             if rec["trial_id"] not in self.records:
                 self.records[rec["trial_id"]] = rec
                 self.epochs[rec["trial_id"]] = self.store.read_epochs(rec["trial_id"])
+                self.steps[rec["trial_id"]] = self.store.read_steps(rec["trial_id"])
 
     def _record(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
         rec = self.records.get(trial_id)
@@ -71,6 +73,7 @@ class SweepRecorder:
             self.records[trial_id] = rec
             # A resumed sweep starts from what the store already holds for this trial.
             self.epochs[trial_id] = self.store.read_epochs(trial_id)
+            self.steps[trial_id] = self.store.read_steps(trial_id)
         return rec
 
     def on_start(self, trial_id: str, config: dict[str, Any]) -> None:
@@ -88,6 +91,11 @@ class SweepRecorder:
             self.epochs[trial_id] = rows
             self.store.write_epochs(trial_id, rows)
             rec.update(trial_summary(trial_id, rows))
+            if "steps_rows" in result:
+                fresh = json.loads(result["steps_rows"])
+                epochs = {r["epoch"] for r in fresh}
+                self.steps[trial_id] = [r for r in self.steps[trial_id] if r["epoch"] not in epochs] + fresh
+                self.store.write_steps(trial_id, self.steps[trial_id])
         if result.get("status") == DIVERGED:
             rec["status"], rec["error"] = DIVERGED, result.get("error")
         if result.get("node_ids"):

@@ -5,6 +5,7 @@ Layout under ``<sweep.results_dir>/<sweep.name>/``::
     sweep.json               manifest: resolved config, versions, git commit, hardware
     trials/<trial_id>.parquet  one row per trial (its latest state)
     epochs/<trial_id>.parquet  one row per (trial, epoch)
+    steps/<trial_id>.parquet   the controller step by step (logging.steps_every), per trial
 
 One writer (the sweep driver) owns these files, so trials on many nodes never race on
 them. Every write goes to a dot-prefixed temporary file in the same directory and is
@@ -23,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from astray.engine.records import EPOCH_SCHEMA
+from astray.engine.records import EPOCH_SCHEMA, STEP_SCHEMA
 from astray.io import write_parquet, write_text
 from astray.schema import BASELINE_FLAG
 
@@ -65,6 +66,7 @@ def trial_schema(searched: dict[str, pa.DataType]) -> pa.Schema:
 
 
 EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(EPOCH_SCHEMA.names, EPOCH_SCHEMA.types)))
+STEPS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(STEP_SCHEMA.names, STEP_SCHEMA.types)))
 
 
 def trial_summary(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,6 +101,7 @@ class ResultStore:
         self.searched = dict(searched)
         self.trials_dir = self.root / "trials"
         self.epochs_dir = self.root / "epochs"
+        self.steps_dir = self.root / "steps"
         self._schema = trial_schema(self.searched)
 
     def open(self) -> ResultStore:
@@ -115,6 +118,17 @@ class ResultStore:
         ordered = [dict(by_epoch[e], trial_id=trial_id) for e in sorted(by_epoch)]
         table = pa.Table.from_pylist(ordered, schema=EPOCHS_SCHEMA)
         write_parquet(self.epochs_dir / f"{trial_id}.parquet", table)
+
+    def write_steps(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace the trial's step trace; the rows of an epoch reported again replace it."""
+        self.steps_dir.mkdir(parents=True, exist_ok=True)
+        ordered = sorted(rows, key=lambda r: (int(r["epoch"]), r["source"] != "plan", int(r["step"])))
+        table = pa.Table.from_pylist([dict(r, trial_id=trial_id) for r in ordered], schema=STEPS_SCHEMA)
+        write_parquet(self.steps_dir / f"{trial_id}.parquet", table)
+
+    def read_steps(self, trial_id: str) -> list[dict[str, Any]]:
+        path = self.steps_dir / f"{trial_id}.parquet"
+        return pq.read_table(path).to_pylist() if path.exists() else []
 
     def write_trial(self, record: dict[str, Any]) -> None:
         """Replace the trial's row. ``record`` holds trial columns and searched keys."""
@@ -137,6 +151,11 @@ def read_trials(root: str | Path) -> pa.Table:
 
 def read_epochs(root: str | Path) -> pa.Table:
     return _read_dir(Path(root) / "epochs")
+
+
+def read_steps(root: str | Path) -> pa.Table:
+    """Every trial's step trace (empty for a store written before it existed)."""
+    return _read_dir(Path(root) / "steps")
 
 
 def _read_dir(path: Path) -> pa.Table:

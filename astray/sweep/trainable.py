@@ -29,11 +29,16 @@ from astray.sweep.store import trial_summary
 from astray.sweep.trial_config import trial_run_config
 
 
-def running_metrics(rows: list[dict[str, Any]], row: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """An epoch's report: the trial summary so far, and the epoch's row for the store."""
+def running_metrics(rows: list[dict[str, Any]], row: dict[str, Any], extra: dict[str, Any],
+                    steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An epoch's report: the trial summary so far, and the epoch's row (and its step
+    trace, when the run keeps one) for the store."""
     summary = trial_summary("", rows)
     summary.pop("trial_id")
-    return {**summary, **extra, "status": RUNNING, "error": "", "epoch_row": json.dumps(row)}
+    out = {**summary, **extra, "status": RUNNING, "error": "", "epoch_row": json.dumps(row)}
+    if steps:
+        out["steps_rows"] = json.dumps(steps)  # NaN travels as JSON's NaN, which json.loads reads back
+    return out
 
 
 def handed_files(row: dict[str, Any], out: Path, every: int, improved: bool, final: bool) -> list[Path]:
@@ -78,10 +83,11 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
         resume = ray_adapter.restore_checkpoint_into(work)
         cfg = build_config(raw)
 
-        def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False) -> None:
+        def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False,
+                   steps: list[dict[str, Any]] | None = None) -> None:
             t0 = time.perf_counter()
             rows = read_metrics(out / METRICS)
-            metrics = {**running_metrics(rows, row, extra),
+            metrics = {**running_metrics(rows, row, extra, steps),
                        ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
             ray_adapter.report(metrics, handed_files(row, out, every, improved, final))
             # Time spent handing results and checkpoints to Ray, carried in the next report.
@@ -109,12 +115,13 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
     every = loop_config.get("every", 1)
 
-    def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False) -> None:
+    def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False,
+               steps: list[dict[str, Any]] | None = None) -> None:
         # Ray Train's report is a barrier: every rank calls it; the primary's files exist (rule 5).
         if ddp.is_primary():
             t0 = time.perf_counter()
             rows = read_metrics(out / METRICS)
-            metrics = {**running_metrics(rows, row, extra),
+            metrics = {**running_metrics(rows, row, extra, steps),
                        ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
             ray_adapter.train_worker_report(metrics, handed_files(row, out, every, improved, final))
             extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0

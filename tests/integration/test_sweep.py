@@ -19,7 +19,7 @@ import pytest
 
 from astray.sweep.checkpoints import deployable_checkpoint, latest_checkpoint
 from astray.sweep.ray_adapter import CHECKPOINTS_KEPT
-from astray.sweep.store import read_epochs, read_trials
+from astray.sweep.store import read_epochs, read_steps, read_trials
 from tests.conftest import PYTHON, REPO
 
 pytestmark = pytest.mark.slow
@@ -70,6 +70,10 @@ def test_sweep_fills_the_store(tmp_path):
     assert f"[astray] report: {(root / 'report' / 'report.html').resolve()}" in proc.stdout
     assert (root / "report" / "report.html").stat().st_size > 1000
     assert "Trial status" not in proc.stdout and "== Status ==" not in proc.stdout
+    # Every trial's step trace lands in the store's steps/ dataset.
+    steps = read_steps(root).to_pandas()
+    assert set(steps["trial_id"]) == set(trials["trial_id"])
+    assert set(steps["epoch"]) == {1, 2} and steps["loss"][steps["source"] == "step"].notna().all()
 
     epochs = read_epochs(root).to_pandas()
     assert len(epochs) == 10 and not epochs.duplicated(["trial_id", "epoch"]).any()

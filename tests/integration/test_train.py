@@ -184,3 +184,39 @@ def test_compiled_model_trains_and_checkpoints_plain_weights(tmp_path):
     assert not any(k.startswith("_orig_mod") for k in ckpt["model"])
     resumed = run(_cfg(out, **{"ast.strategy": "dense", "training.epochs": 2}), resume=True).rows
     assert [r["epoch"] for r in resumed] == [1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["reforward", "stale"])
+def test_steps_parquet_traces_the_controller(tmp_path, strategy):
+    """Every steps_every-th step (and, in stale mode, plan window) with the controller's
+    state; a resumed run keeps the trace of the epochs before the crash, once."""
+    extra = {"ast.strategy": strategy, "training.epochs": 3, "logging.steps_every": 2}
+    rows = run(_cfg(tmp_path / "r", **extra)).rows
+    steps = pd.read_parquet(tmp_path / "r" / "steps.parquet")
+    assert list(steps.columns) == ["epoch", "step", "progress", "source", "activation", "threshold", "error",
+                                   "integral", "loss", "lr"]
+    trained = steps[steps.source == "step"]
+    assert sorted(set(trained.epoch)) == [1, 2, 3] and (trained.step % 2 == 0).all()
+    assert trained.progress.is_monotonic_increasing and trained.loss.notna().all() and (trained.lr > 0).all()
+    # The last trace row of each epoch holds the threshold the epoch ended with.
+    for r in rows:
+        last = steps[steps.epoch == r["epoch"]].sort_values("progress").iloc[-1]
+        assert last.threshold == pytest.approx(r["threshold"])
+    if strategy == "stale":  # its controller moves while planning: plan rows, sparse epochs only
+        plans = steps[steps.source == "plan"]
+        assert sorted(set(plans.epoch)) == [2, 3] and plans.loss.isna().all()
+        assert plans.activation.between(0, 1).all()
+    else:  # reforward: the trained share of each sparse step is what the controller holds
+        sparse = trained[trained.epoch > 1]
+        assert abs(sparse.activation.mean() - 0.3) < 0.2 and not sparse.error.isna().any()
+
+    def crash_after_two(row, out, **_):
+        if row["epoch"] == 2:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        run(_cfg(tmp_path / "s", **extra), report=crash_after_two)
+    run(_cfg(tmp_path / "s", **extra), resume=True)
+    resumed = pd.read_parquet(tmp_path / "s" / "steps.parquet")
+    assert not resumed.duplicated(["epoch", "source", "step"]).any()
+    pd.testing.assert_frame_equal(resumed[["epoch", "step", "source"]], steps[["epoch", "step", "source"]])
