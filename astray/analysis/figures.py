@@ -207,38 +207,51 @@ def _front_line(ax: Any, front: Sequence[Configuration], xo: Objective, yo: Obje
 
 
 def controller_figure(a: Analysis) -> Figure:
-    """Realised activation rate and threshold per epoch of the front's AST configurations
-    (one replicate each), with targets."""
+    """Realised activation rate and threshold of the front's AST configurations (one
+    replicate each), with targets: step by step where the store has the trial's trace
+    (steps/), else per epoch."""
     fig = Figure(figsize=(13, 4.8), layout="constrained")
     ax_rate, ax_thr = fig.subplots(1, 2)
     epochs = {s.name: s.epochs for s in a.sweeps}
+    steps = {s.name: s.steps for s in a.sweeps}
     trials = [c.representative for c in a.front_configs() if not c.is_baseline and c.strategy != "dense"
-              and c.trial_id in epochs[c.sweep]]
+              and (c.trial_id in epochs[c.sweep] or c.trial_id in steps[c.sweep])]
     shown = trials[:MAX_CONTROLLER_TRIALS]
     multi = len(a.sweeps) > 1
+    by_step = bool(shown) and all(t.trial_id in steps[t.sweep] for t in shown)
+    thresholds: list[float] = []
     for k, t in enumerate(shown):
         color = f"C{k % 10}"
-        series = epochs[t.sweep][t.trial_id]
         name = f"{t.sweep}/{t.trial_id}" if multi else t.trial_id
         target = f", target {t.target_activation:.3g}" if t.target_activation is not None else ""
-        ax_rate.plot(series.epoch, series.activation_rate, marker="o", color=color, label=f"{name}{target}")
+        if by_step:
+            trace = steps[t.sweep][t.trial_id]
+            x, rate, thr, style = trace.progress, trace.activation, trace.threshold, {"linewidth": 1.0}
+        else:
+            series = epochs[t.sweep][t.trial_id]
+            x, rate, thr, style = series.epoch, series.activation_rate, series.threshold, {"marker": "o"}
+        ax_rate.plot(x, rate, color=color, label=f"{name}{target}", **style)
         if t.target_activation is not None:
             ax_rate.axhline(t.target_activation, color=color, linestyle=":", linewidth=1.2)
-        ax_thr.plot(series.epoch, series.threshold, marker="o", color=color, label=name)
+        ax_thr.plot(x, thr, color=color, label=name, **style)
+        thresholds += [v for v in thr if not math.isnan(v)]
     if not shown:
         for ax in (ax_rate, ax_thr):
             ax.text(0.5, 0.5, "no front trial with a controller trace", ha="center", va="center",
                     transform=ax.transAxes)
-    ax_rate.set_xlabel("epoch")
+    unit = "step" if by_step else "epoch"
+    x_label = "epoch (fractional: one point per recorded step)" if by_step else "epoch"
+    ax_rate.set_xlabel(x_label)
     ax_rate.set_ylabel("realised activation rate (fraction of samples backpropagated)")
-    ax_rate.set_title("activation rate per epoch (dotted: ast.target_activation)", fontsize=11)
-    ax_thr.set_xlabel("epoch")
-    ax_thr.set_ylabel("controller threshold at epoch end (significance units)")
-    ax_thr.set_title("significance threshold per epoch", fontsize=11)
-    if shown and all(v > 0 for t in shown for v in epochs[t.sweep][t.trial_id].threshold if not math.isnan(v)):
+    ax_rate.set_title(f"activation rate per {unit} (dotted: ast.target_activation)", fontsize=11)
+    ax_thr.set_xlabel(x_label)
+    ax_thr.set_ylabel(f"controller threshold ({'after each update' if by_step else 'at epoch end'}; significance units)")
+    ax_thr.set_title(f"significance threshold per {unit}", fontsize=11)
+    if thresholds and all(v > 0 for v in thresholds):
         ax_thr.set_yscale("log")
     for ax in (ax_rate, ax_thr):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not by_step:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if shown:
             ax.legend(fontsize=7, loc="best")

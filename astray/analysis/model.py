@@ -214,6 +214,17 @@ class EpochSeries:
 
 
 @dataclass(frozen=True)
+class StepSeries:
+    """A trial's controller trace from the store's steps/ dataset: its training steps
+    (source "step"; stale's plan windows are where its controller moves, so for stale the
+    plan rows are taken instead)."""
+
+    progress: tuple[float, ...]  # fractional epochs
+    activation: tuple[float, ...]
+    threshold: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class SweepData:
     """Everything read from one sweep's store."""
 
@@ -223,6 +234,7 @@ class SweepData:
     searched: tuple[str, ...]
     trials: tuple[TrialRecord, ...]
     epochs: Mapping[str, EpochSeries]  # by trial_id
+    steps: Mapping[str, StepSeries]  # by trial_id; empty for stores written before steps/
 
 
 @dataclass(frozen=True)

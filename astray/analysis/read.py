@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from astray.analysis.model import EpochSeries, SweepData, TrialRecord
+from astray.analysis.model import EpochSeries, StepSeries, SweepData, TrialRecord
 from astray.errors import AstrayError, ConfigError
 from astray.schema import (
     BASELINE_FLAG,
@@ -25,7 +25,7 @@ from astray.schema import (
     OBJECTIVE_METRICS,
     Objective,
 )
-from astray.sweep.store import MANIFEST, TRIAL_COLUMNS, read_epochs, read_trials
+from astray.sweep.store import MANIFEST, TRIAL_COLUMNS, read_epochs, read_steps, read_trials
 
 # Trial metrics the analysis carries: the objective metrics and the dense FLOPs.
 METRIC_COLUMNS = OBJECTIVE_METRICS + ("flops_dense",)
@@ -81,7 +81,8 @@ def choose_objectives(text: str | None, sweeps: Sequence[SweepData]) -> tuple[tu
 
 def sweep_from_rows(name: str, trial_rows: Iterable[Mapping[str, Any]],
                     epoch_rows: Iterable[Mapping[str, Any]] = (),
-                    manifest: Mapping[str, Any] | None = None, path: str = "") -> SweepData:
+                    manifest: Mapping[str, Any] | None = None, path: str = "",
+                    step_rows: Iterable[Mapping[str, Any]] = ()) -> SweepData:
     """Type the rows of a trials table (and epochs table) as the store returns them."""
     fixed = {n for n, _ in TRIAL_COLUMNS}
     rows = list(trial_rows)
@@ -98,7 +99,21 @@ def sweep_from_rows(name: str, trial_rows: Iterable[Mapping[str, Any]],
         epochs[tid] = EpochSeries(tuple(int(r["epoch"]) for r in rs),
                                   tuple(_float(r.get("activation_rate")) for r in rs),
                                   tuple(_float(r.get("threshold")) for r in rs))
-    return SweepData(name, path, dict(manifest or {}), tuple(searched), trials, epochs)
+    return SweepData(name, path, dict(manifest or {}), tuple(searched), trials, epochs, _step_series(step_rows))
+
+
+def _step_series(rows: Iterable[Mapping[str, Any]]) -> dict[str, StepSeries]:
+    by_trial: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_trial.setdefault(r["trial_id"], []).append(r)
+    out = {}
+    for tid, rs in by_trial.items():
+        # Where the controller moves: stale's plan windows, otherwise the training steps.
+        source = "plan" if any(r["source"] == "plan" for r in rs) else "step"
+        rs = sorted((r for r in rs if r["source"] == source), key=lambda r: r["progress"])
+        out[tid] = StepSeries(tuple(_float(r["progress"]) for r in rs), tuple(_float(r["activation"]) for r in rs),
+                              tuple(_float(r["threshold"]) for r in rs))
+    return out
 
 
 def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[str]) -> TrialRecord:
@@ -160,6 +175,7 @@ def read_sweep(path: str | Path) -> SweepData:
     try:
         trials = read_trials(root).to_pylist()
         epochs = read_epochs(root).to_pylist() if (root / "epochs").is_dir() else []
+        steps = read_steps(root).to_pylist() if (root / "steps").is_dir() else []
     except (pa.ArrowException, OSError) as exc:
         raise AstrayError(f"cannot read the store at {str(root)!r}: {str(exc).splitlines()[0]}") from None
     if not trials:
@@ -170,7 +186,7 @@ def read_sweep(path: str | Path) -> SweepData:
             manifest = json.loads((root / MANIFEST).read_text())
         except (json.JSONDecodeError, OSError) as exc:
             raise AstrayError(f"cannot read {str(root / MANIFEST)!r}: {exc}") from None
-    return sweep_from_rows(root.resolve().name, trials, epochs, manifest, str(root))
+    return sweep_from_rows(root.resolve().name, trials, epochs, manifest, str(root), steps)
 
 
 

@@ -33,7 +33,8 @@ def write_report(a: Analysis, out: Path) -> list[Path]:
                              "fronts highlighted, the dense baseline a star, the dense frontier (training less) "
                              "a dash-dotted line, random baselines grey triangles"),
               ("hypervolume.png", "Hypervolume against trials finished"),
-              ("controller.png", "Controller of the front's trials: realised activation rate and threshold per epoch")]
+              ("controller.png", "Controller of the front's trials: realised activation rate and threshold, "
+                                "step by step where the store has the trace (steps/), else per epoch")]
     blocks = document(a, images)
     files = {**pngs, "pareto.svg": pareto_svg, "front.csv": buf.getvalue().encode(),
              "report.md": to_markdown(blocks).encode(), "report.html": to_html(blocks, pngs).encode()}

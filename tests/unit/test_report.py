@@ -150,3 +150,22 @@ def test_module_entry_point_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("astray: error:") and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_controller_figure_draws_steps_where_the_store_has_them(tmp_path):
+    from astray.analysis.figures import controller_figure
+
+    root = build_store(tmp_path / "s", sweep_rows())
+    store = ResultStore(root, SEARCHED).open()
+    for tid in ("t1", "t2", "t4"):  # the front's searched trials
+        store.write_steps(tid, [{"epoch": 1 + k // 20, "step": k % 20, "progress": k / 20, "source": "step",
+                                 "activation": 1.0 if k < 20 else 0.3, "threshold": 1.0 + k / 100, "error": 0.0,
+                                 "integral": 0.0, "loss": 1.0, "lr": 0.1} for k in range(60)])
+    fig = controller_figure(analyze([read_sweep(root)], parse_objectives("val_acc:max,energy_j:min")))
+    rate, thr = fig.axes[:2]
+    assert "per step" in rate.get_title() and "fractional" in rate.get_xlabel()
+    assert {len(line.get_xdata()) for line in rate.get_lines() if len(line.get_xdata()) > 2} == {60}
+    # A store without steps/ draws per epoch, as before.
+    plain = controller_figure(analyze([read_sweep(build_store(tmp_path / "p", sweep_rows()))],
+                                      parse_objectives("val_acc:max,energy_j:min")))
+    assert "per epoch" in plain.axes[0].get_title()
