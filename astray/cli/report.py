@@ -1,7 +1,8 @@
 """Pareto reports of sweeps: fronts, hypervolumes, savings, and the advantage over training less.
 
 ``astray report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--out DIR]``
-(also ``python -m astray.report``).
+(also ``python -m astray.report``); ``astray report RUN_DIR [--baseline RUN_DIR]`` reports one
+``astray train`` run (``astray.analysis.run_report``).
 
 Reads one sweep's store, finished or still running (or several, compared), and writes
 ``pareto.png``/``.svg``, ``front.csv``, ``controller.png``, ``hypervolume.png``,
@@ -21,13 +22,17 @@ from pathlib import Path
 from astray.analysis.compute import analyze
 from astray.analysis.read import choose_objectives, load_sweeps
 from astray.analysis.report import summary_lines, write_report
+from astray.analysis.run_report import is_run_dir, write_run_report
 from astray.cli.common import OneLineParser, cli_entry
 from astray.errors import AstrayError
 
 
 def parse_args(argv: list[str] | None, prog: str = "python -m astray.report") -> argparse.Namespace:
     p = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="a sweep's store (<results_dir>/<name>/)")
+    p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR",
+                   help="a sweep's store (<results_dir>/<name>/), or one astray train run's output directory")
+    p.add_argument("--baseline", default=None, metavar="RUN_DIR",
+                   help="with a single run: the run to compare it with (e.g. dense)")
     p.add_argument("--objectives", default=None, metavar="METRIC:max|min,...",
                    help="e.g. val_acc:max,energy_j:min (default: the objectives the sweep searched)")
     p.add_argument("--out", default=None, metavar="DIR", help="where the report goes (default: SWEEP_DIR/report/)")
@@ -37,6 +42,13 @@ def parse_args(argv: list[str] | None, prog: str = "python -m astray.report") ->
 @cli_entry
 def main(argv: list[str] | None = None, prog: str = "python -m astray.report") -> int:
     args = parse_args(argv, prog)
+    single = len(args.sweep_dirs) == 1 and is_run_dir(Path(args.sweep_dirs[0]))
+    if single:
+        write_run_report(args.sweep_dirs[0], args.baseline, args.out)
+        return 0
+    if args.baseline:
+        raise AstrayError(f"--baseline {args.baseline!r} compares two astray train runs; "
+                          f"{args.sweep_dirs[0]!r} is not a run's output directory (no metrics.parquet)")
     write_sweep_report(args.sweep_dirs, args.objectives, args.out)
     return 0
 
