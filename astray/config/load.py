@@ -105,11 +105,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # shipped in the wheel
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file's path; a bare name (``quickstart``) that is no file here is one of
+    the configs that come with astray (``astray/configs/``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    packaged = PACKAGED_CONFIGS / f"{p.stem}.yaml"
+    if p.parent == Path(".") and p.suffix in ("", ".yaml", ".yml") and packaged.is_file():
+        return packaged
+    raise ConfigError(f"config file {str(p)!r}: no such file; give a path, or the name of a config that comes "
+                      f"with astray: {', '.join(packaged_configs())}")
+
+
 def load_raw(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict, with one-line errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r}: no such file")
+    p = resolve_config_path(path)
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
