@@ -26,3 +26,39 @@ class FixedSelection(SelectionStrategy):
 
     def select(self, sig: torch.Tensor, threshold: float) -> torch.Tensor:
         return self.chosen
+
+
+def wandb_records(path) -> list:
+    """The records of an offline W&B run file (``run-<id>.wandb``), parsed with W&B's own
+    protobuf schema. The file is W&B's transaction log: a 7-byte header, then LevelDB-log
+    style records (checksum, length, type) in 32 KiB blocks; wandb >= 0.2x ships no Python
+    reader for it, so the framing is read here."""
+    from pathlib import Path
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    pos, block, chunks, partial = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a record header never straddles a block: the tail is padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            chunks.append(chunk)
+        elif kind == 2:
+            partial = chunk
+        elif kind == 3:
+            partial += chunk
+        elif kind == 4:
+            chunks.append(partial + chunk)
+    records = []
+    for c in chunks:
+        r = wandb_internal_pb2.Record()
+        r.ParseFromString(c)
+        records.append(r)
+    return records

@@ -224,6 +224,7 @@ class LoggingConfig:
     log_every_steps: int = 0  # progress line every N steps inside an epoch; 0 = off
     progress: str = "auto"  # auto (a bar per epoch in a terminal, plain lines elsewhere) | bar | lines
     steps_every: int = 10  # steps.parquet: the controller every N training steps (and stale plan windows); 0 = off
+    tensorboard: bool = False  # also write epoch rows, the step trace and the config as TensorBoard events
 
     def __post_init__(self) -> None:
         if not self.output_dir:

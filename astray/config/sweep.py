@@ -205,6 +205,9 @@ class SearchConfig:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+SWEEP_LOGGERS = ("tensorboard", "mlflow", "wandb")
+
+
 @dataclass
 class SweepConfig:
     name: str = "sweep"  # names the result folder and the Ray experiment
@@ -212,12 +215,16 @@ class SweepConfig:
     storage: str = ""  # Ray storage_path (checkpoints); "" = <results_dir>/<name>/ray. Shared FS or s3:// for multi-node
     max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
     checkpoint_every_epochs: int = 1  # hand last.pt to Ray every N epochs (and on a new best, and at the end)
+    loggers: list = field(default_factory=lambda: [])  # tensorboard | mlflow | wandb: Ray Tune's logger callbacks
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(f"sweep.name={self.name!r} must be letters, digits, '_', '-', '.' (a folder name)")
         in_range("sweep.max_failures", self.max_failures, lo=0)
         in_range("sweep.checkpoint_every_epochs", self.checkpoint_every_epochs, lo=1)
+        if not isinstance(self.loggers, list) or any(x not in SWEEP_LOGGERS for x in self.loggers):
+            raise ConfigError(f"sweep.loggers={self.loggers!r} is not allowed; a list of "
+                              f"{', '.join(SWEEP_LOGGERS)} (each needs its extra: pip install 'astray[<name>]')")
 
 
 @dataclass

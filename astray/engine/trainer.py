@@ -46,6 +46,7 @@ from astray.engine.step import StepSettings, optimizer_step, train_step
 from astray.errors import ConfigError, TrainingDiverged
 from astray.schema import SCOPE_DEVICE, SCOPE_DEVICE_SHARED, SCOPE_PROCESS
 from astray.sparse import PIController, create_strategy
+from astray.trackers import RunTensorBoard, require
 
 # report(row, output_dir, improved=..., final=..., steps=...): called on every rank after
 # each epoch, once the primary has the row and the checkpoint on disk (the sweep's trial
@@ -87,6 +88,8 @@ def resolve_device(name: str) -> torch.device:
 def validate_for_run(cfg: RunConfig, resume: bool) -> Path:
     """Checks that need more than the config itself; all run before any work or write."""
     check_model_name(cfg.model.name)
+    if cfg.logging.tensorboard:
+        require("tensorboard", "tensorboard", "logging.tensorboard=true")
     out = Path(cfg.logging.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"logging.output_dir={str(out)!r} exists and is not a directory")
@@ -183,9 +186,12 @@ class Trainer:
             model = torch.compile(model)
         self.model = ddp.wrap_model(model, device)
 
+        self.tensorboard: RunTensorBoard | None = None
         if ddp.is_primary():
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / CONFIG)
+            if cfg.logging.tensorboard:
+                self.tensorboard = RunTensorBoard(out, (out / CONFIG).read_text())
         # One training loader for the run (docs/design.md §10): its workers persist and
         # prefetch across epochs; each epoch hands its plan to the sampler. Its own
         # generator, so creating it draws nothing from the training RNG stream.
@@ -476,6 +482,9 @@ class Trainer:
                 write_metrics(self.rows, self.out / METRICS)
                 if cfg.logging.steps_every:
                     write_steps(self.step_rows, self.out / STEPS)
+                if self.tensorboard is not None:
+                    self.tensorboard.epoch(row)
+                    self.tensorboard.steps(work.steps)
             early_stop = bool(t.early_stop_patience) and self.epochs_no_gain >= t.early_stop_patience
             if report is not None:
                 # Every rank reports the same (all-reduced) row: Ray Train's report is a
@@ -493,6 +502,8 @@ class Trainer:
                 stopped = "early_stop"
                 log(f"stopping: no val_acc gain for {self.epochs_no_gain} epochs (training.early_stop_patience)")
                 break
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         ddp.barrier()
         return RunResult(self.rows, self.out, stopped)
 

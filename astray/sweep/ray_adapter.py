@@ -45,6 +45,7 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from astray.config.sweep import Param, ResourcesConfig, SearchConfig  # noqa: E402
 from astray.sweep.plan import TrialPlan  # noqa: E402
+from astray.trackers import require  # noqa: E402
 
 
 # Checkpoints Ray keeps per trial, Tune and Train alike, ranked by CHECKPOINT_SCORE (the
@@ -377,3 +378,38 @@ def trial_error_text(trial: Any) -> str:
     except OSError:
         lines = []
     return lines[-1].strip() if lines else "trial failed (no error text recorded)"
+
+
+# --------------------------------------------------------------------------- trackers
+
+def mlflow_uri(store: Path) -> str:
+    """The sweep's MLflow tracking store: SQLite in the store (MLflow 3 refuses its old file
+    store by default)."""
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+def logger_callbacks(names: list[str], store: Path, sweep_name: str) -> list[Any]:
+    """Ray Tune's own logger callbacks for ``sweep.loggers``: TensorBoard events in each
+    trial's Ray folder; an MLflow store at ``<store>/mlflow.db`` (experiment = the sweep's
+    name); W&B runs under ``<store>/wandb``, offline unless WANDB_MODE says otherwise."""
+    out: list[Any] = []
+    for name in names:
+        if name == "tensorboard":
+            require("tensorboard", "tensorboardX", "sweep.loggers: tensorboard")
+            out.append(tune.logger.TBXLoggerCallback())
+        elif name == "mlflow":
+            require("mlflow", "mlflow", "sweep.loggers: mlflow")
+            # Ray's MLflow integration imports mlflow: only when asked for.
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(store),
+                                            experiment_name=sweep_name, tags={"astray.sweep": sweep_name}))
+        elif name == "wandb":
+            require("wandb", "wandb", "sweep.loggers: wandb")
+            # Ray's W&B integration imports wandb: only when asked for.
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            (store / "wandb").mkdir(parents=True, exist_ok=True)
+            out.append(WandbLoggerCallback(project=sweep_name, mode=os.environ.get("WANDB_MODE", "offline"),
+                                           dir=str(store.resolve()), log_config=True))
+    return out

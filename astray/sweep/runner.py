@@ -57,7 +57,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
             searcher = ray_adapter.make_searcher(search, study, paths.journal, spec.run.training.seed)
             recorder = SweepRecorder(store, spec, total)
             tuner = ray_adapter.make_tuner(trainable, searcher, total, search.max_concurrent,
-                                           spec.sweep.name, paths.storage, [ray_adapter.StoreCallback(recorder)],
+                                           spec.sweep.name, paths.storage,
+                                           [ray_adapter.StoreCallback(recorder),
+                                            *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)],
                                            spec.sweep.max_failures, verbose)
             baselines = ", ".join(b.config_id for b in search.parsed_baselines) or "none"
             print(f"[astray] sweep {spec.sweep.name}: {search.num_samples} searched configurations + baselines "

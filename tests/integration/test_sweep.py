@@ -21,6 +21,7 @@ from astray.sweep.checkpoints import deployable_checkpoint, latest_checkpoint
 from astray.sweep.ray_adapter import CHECKPOINTS_KEPT
 from astray.sweep.store import read_epochs, read_steps, read_trials
 from tests.conftest import PYTHON, REPO
+from tests.helpers import wandb_records
 
 pytestmark = pytest.mark.slow
 
@@ -287,3 +288,50 @@ def test_a_trial_no_node_can_hold_fails_at_once_with_one_line(tmp_path):
     assert ours == lines[-1:] and "resources.gpus_per_worker" in ours[0] and "Traceback" not in proc.stderr
     assert time.monotonic() - started < 120
     assert not (tmp_path / "nogpu" / "trials").exists()  # nothing was written
+
+
+def test_sweep_loggers_write_tensorboard_mlflow_and_offline_wandb(tmp_path):
+    import mlflow
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    env_extra = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    args = _sweep_args(tmp_path, "logs", **{"search.num_samples": 1, "search.max_concurrent": 1,
+                                           "sweep.loggers": "[tensorboard, mlflow, wandb]"})
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **env_extra)
+    proc = subprocess.run([PYTHON, "-m", "astray.tune", *args, "--no-report"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / "logs"
+    trials = read_trials(root).to_pandas().set_index("trial_id")
+    assert len(trials) == 2
+
+    # TensorBoard: one event file per trial in its Ray folder, holding the reported val_acc.
+    event_dirs = {p.parent for p in (root / "ray").rglob("events.out.tfevents*")}
+    assert len(event_dirs) == 2
+    for d in event_dirs:
+        acc = EventAccumulator(str(d), size_guidance={"scalars": 0})
+        acc.Reload()
+        assert any(tag.endswith("val_acc") for tag in acc.Tags()["scalars"])
+
+    # MLflow: a SQLite store in the sweep's store; one run per trial, with the baseline flag.
+    mlflow.set_tracking_uri(f"sqlite:///{(root / 'mlflow.db').resolve()}")
+    runs = mlflow.search_runs(experiment_names=["logs"])
+    assert len(runs) == 2
+    assert sorted(runs["params.baseline_kind"].fillna("")) == ["", "dense"]
+    assert sorted(runs["metrics.val_acc"]) == pytest.approx(sorted(trials["val_acc"]))
+
+    # W&B, offline: one run per trial under <store>/wandb; its transaction log holds the
+    # trial's config (baseline flags included) and its history the reported val_acc.
+    offline = sorted((root / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 2
+    kinds, accs = set(), set()
+    for path in offline:
+        records = wandb_records(path)
+        config = {u.key: u.value_json for r in records if r.WhichOneof("record_type") == "config"
+                  for u in r.config.update}
+        kinds.add(json.loads(config["baseline_kind"]))
+        history = [{i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
+                   for r in records if r.WhichOneof("record_type") == "history"]
+        accs.add(max(float(h["val_acc"]) for h in history if "val_acc" in h))
+    assert kinds == {"", "dense"}
+    assert sorted(accs) == pytest.approx(sorted(trials["val_acc"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 
 import pandas as pd
 import pytest
@@ -11,7 +12,7 @@ import torch
 from astray.config.load import load_config
 from astray.engine.records import EPOCH_SCHEMA, read_metrics
 from astray.engine.trainer import run
-from tests.conftest import REPO, small_overrides
+from tests.conftest import PYTHON, REPO, small_overrides
 
 QUICKSTART = REPO / "configs/quickstart.yaml"
 DETERMINISTIC = ["train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "activation_rate",
@@ -220,3 +221,33 @@ def test_steps_parquet_traces_the_controller(tmp_path, strategy):
     resumed = pd.read_parquet(tmp_path / "s" / "steps.parquet")
     assert not resumed.duplicated(["epoch", "source", "step"]).any()
     pd.testing.assert_frame_equal(resumed[["epoch", "step", "source"]], steps[["epoch", "step", "source"]])
+
+
+def test_tensorboard_events_hold_the_epochs_the_step_trace_and_the_config(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    rows = run(_cfg(out, **{"ast.strategy": "reforward", "training.epochs": 2, "logging.tensorboard": "true",
+                            "logging.steps_every": 2})).rows
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    acc = events.Scalars("epoch/val_acc")
+    assert [e.step for e in acc] == [1, 2]
+    assert [e.value for e in acc] == pytest.approx([r["val_acc"] for r in rows], rel=1e-6)
+    steps = pd.read_parquet(out / "steps.parquet")
+    assert len(events.Scalars("step/threshold")) == len(steps)
+    assert {"step/loss", "step/lr", "step/activation"} <= set(tags["scalars"])
+    config_text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "strategy: reforward" in config_text
+
+
+def test_a_missing_tracker_extra_is_one_line_naming_it(tmp_path):
+    """tensorboard made unimportable (None in sys.modules is how Python spells 'not installed')."""
+    code = ("import sys; sys.modules['tensorboard'] = None; from astray.cli.train import main; "
+            f"sys.exit(main(['{REPO / 'configs/quickstart.yaml'}', '--set', 'logging.tensorboard=true', "
+            f"'--set', 'logging.output_dir={tmp_path / 'x'}']))")
+    proc = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "pip install 'astray[tensorboard]'" in proc.stderr
+    assert not (tmp_path / "x").exists()  # nothing written

@@ -17,7 +17,8 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 # Function-level imports exist only to keep start-up fast or to keep an optional
 # library optional; each must say why in a comment on its line or the line above.
 LAZY_ALLOWED = ("ray", "matplotlib", "onnx", "onnxruntime", "sklearn", "datasets", "pynvml",
-                "astray.sweep.runner", "astray.notebook", "astray.cli.report", "importlib")
+                "astray.sweep.runner", "astray.notebook", "astray.cli.report", "importlib",
+                "torch.utils.tensorboard")
 
 
 def _imports(path: Path) -> list[tuple[str, int, bool]]:
