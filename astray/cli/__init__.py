@@ -1,4 +1,4 @@
-"""The ``astray`` command: ``astray train|tune|report|export|eval ...``.
+"""The ``astray`` command: ``astray train|tune|report|export|eval|explain ...``.
 
 Each subcommand is one thin module here (``python -m astray.<command>`` runs the same
 ``main``). Bad input is one line on stderr and exit code 2 (``cli.common``).
@@ -17,6 +17,7 @@ COMMANDS = {
     "report": ("astray.cli.report", "Pareto report of one sweep or several"),
     "export": ("astray.cli.export", "ONNX export of trained models, with an onnxruntime parity check"),
     "eval": ("astray.cli.eval", "per-class evaluation of trained models"),
+    "explain": ("astray.cli.explain", "Grad-CAM overlays of a trained model's validation images"),
 }
 USAGE = "usage: astray {" + ",".join(COMMANDS) + "} ... (astray COMMAND --help for its arguments)"
 

@@ -16,7 +16,7 @@ SCRIPT = Path(sys.executable).parent / "astray"
 
 
 def test_every_command_is_a_subcommand_and_a_module():
-    assert sorted(COMMANDS) == ["eval", "export", "report", "train", "tune"]
+    assert sorted(COMMANDS) == ["eval", "explain", "export", "report", "train", "tune"]
     for name in COMMANDS:
         assert (REPO / "astray" / f"{name}.py").is_file()  # python -m astray.<name>
         assert (REPO / "astray" / "cli" / f"{name}.py").is_file()
