@@ -1,4 +1,5 @@
 """Atomic file writes: a reader never sees half a file, and a crash leaves none behind.
+(Also :func:`progress`, the progress bar long loops show in a terminal.)
 
 Every writer puts its bytes under a dot-prefixed temporary name in the target's own
 directory, then ``os.replace``-s it into place (docs/design.md §6). Readers of the
@@ -8,12 +9,14 @@ result store skip dot files, so a file is either absent, the old one, or the new
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 
 def temporary_name(path: Path) -> Path:
@@ -42,3 +45,11 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_parquet(path: str | Path, table: pa.Table) -> None:
     write_with(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def progress(iterable, total: int, desc: str):
+    """``iterable`` with a progress bar on stdout when stdout is a terminal, else as is
+    (piped output and Ray trials keep their plain lines)."""
+    if not sys.stdout.isatty():
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="batch", file=sys.stdout, leave=False, dynamic_ncols=True)

@@ -32,7 +32,7 @@ from astray import __version__
 from astray.deploy.trained import Trained, load_model
 from astray.engine.data import build_datasets
 from astray.errors import AstrayError
-from astray.io import write_text, write_with
+from astray.io import progress, write_text, write_with
 
 DEFAULT_OPSET = 17  # widely supported by runtimes; the first with LayerNormalization
 INPUT, OUTPUT, BATCH = "input", "logits", "batch"
@@ -124,7 +124,8 @@ def check_parity(path: Path, model: nn.Module, data: Dataset, precision: str, ba
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst, scale, agree, n, sizes = 0.0, 0.0, 0, 0, set()
     with torch.no_grad():
-        for x, _, _ in DataLoader(data, batch_size=batch_size):
+        loader = DataLoader(data, batch_size=batch_size)
+        for x, _, _ in progress(loader, len(loader), f"parity {precision}"):
             ref = model(x).numpy()
             got = session.run([OUTPUT], {INPUT: x.numpy().astype(np.float32)})[0]
             worst = max(worst, float(np.abs(got.astype(np.float64) - ref).max()))

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from astray import __version__
 from astray.deploy.trained import Trained, load_model
 from astray.engine.data import build_datasets
-from astray.io import write_parquet, write_text, write_with
+from astray.io import progress, write_parquet, write_text, write_with
 
 MAX_FULL_PROBS = 100  # classes up to which predictions.parquet holds the whole probability vector
 TOP_K = 5
@@ -61,7 +61,8 @@ def predict(model: nn.Module, data: Dataset, batch_size: int, device: torch.devi
     """Softmax probabilities of ``model`` (eval mode) over every sample of ``data``."""
     model = model.to(device).eval()
     index, label, probs = [], [], []
-    for x, y, idx in DataLoader(data, batch_size=batch_size):
+    loader = DataLoader(data, batch_size=batch_size)
+    for x, y, idx in progress(loader, len(loader), "predicting"):
         logits = model(x.to(device)).float()
         probs.append(torch.softmax(logits, dim=1).cpu())
         label.append(y)

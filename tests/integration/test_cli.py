@@ -102,3 +102,13 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_gets_plain_lines(tmp_path):
                               for a in ("--set", o)]], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and "\r" not in piped.stdout and "step/s" not in piped.stdout
     assert "epoch 2/2 [stale] train_loss" in piped.stdout
+
+
+def test_evaluation_shows_progress_in_a_terminal(tmp_path):
+    from astray.config.load import load_config
+    from astray.engine.trainer import run
+
+    run(load_config(REPO / "configs/quickstart.yaml", small_overrides(tmp_path / "r", **{"training.epochs": 1})))
+    rc, shown = _in_a_terminal([PYTHON, "-m", "astray.eval", str(tmp_path / "r"), "--batch-size", "4"])
+    assert rc == 0, shown[-2000:]
+    assert any("predicting" in f and "batch" in f for f in shown.split("\r")), shown[-1500:]
