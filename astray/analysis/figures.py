@@ -6,6 +6,7 @@ Only matplotlib's object API (``Figure``), never pyplot: no global state, no GUI
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,11 @@ SWEEP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 MAX_CONTROLLER_TRIALS = 10  # traces on controller.png before it stops being readable
 BASELINE_GREY = "0.45"  # random baselines: their own grey triangles, whatever the sweep's colour
 DPI = 130
+
+
+# matplotlib logs "findfont: Font family ... not found" for each mathtext family it falls
+# back from; after ray.init a root handler prints them (21 lines at the end of make run).
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
 def png_svg(fig: Figure, svg: bool = False) -> tuple[bytes, bytes | None]:
