@@ -402,8 +402,23 @@ def logger_callbacks(names: list[str], store: Path, sweep_name: str) -> list[Any
             # Ray's MLflow integration imports mlflow: only when asked for.
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-            out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri(store),
-                                            experiment_name=sweep_name, tags={"astray.sweep": sweep_name}))
+            class TaggedMLflowLogger(MLflowLoggerCallback):
+                """Each trial's run also carries its baseline flags as tags (Ray's callback
+                tags every run alike)."""
+
+                def log_trial_start(self, trial: Any) -> None:
+                    common, config = self.tags, trial.config
+                    self.tags = {**common, "astray.config_id": str(config.get("config_id", "")),
+                                 "astray.baseline_kind": str(config.get("baseline_kind", "")),
+                                 "astray.is_baseline": str(bool(config.get("baseline_kind"))).lower(),
+                                 "astray.replicate": str(config.get("replicate", 0))}
+                    try:
+                        super().log_trial_start(trial)
+                    finally:
+                        self.tags = common
+
+            out.append(TaggedMLflowLogger(tracking_uri=mlflow_uri(store), experiment_name=sweep_name,
+                                          tags={"astray.sweep": sweep_name}))
         elif name == "wandb":
             require("wandb", "wandb", "sweep.loggers: wandb")
             # Ray's W&B integration imports wandb: only when asked for.

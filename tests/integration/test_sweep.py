@@ -318,6 +318,8 @@ def test_sweep_loggers_write_tensorboard_mlflow_and_offline_wandb(tmp_path):
     runs = mlflow.search_runs(experiment_names=["logs"])
     assert len(runs) == 2
     assert sorted(runs["params.baseline_kind"].fillna("")) == ["", "dense"]
+    assert sorted(runs["tags.astray.is_baseline"]) == ["false", "true"]
+    assert set(runs["tags.astray.sweep"]) == {"logs"}
     assert sorted(runs["metrics.val_acc"]) == pytest.approx(sorted(trials["val_acc"]))
 
     # W&B, offline: one run per trial under <store>/wandb; its transaction log holds the
