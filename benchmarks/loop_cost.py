@@ -48,6 +48,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPO = Path(__file__).resolve().parents[1]
+
+from step_cost import device_name  # noqa: E402  (this script's folder is on sys.path)
 STRATEGIES = ("dense", "reforward", "stale")
 
 
@@ -163,16 +165,6 @@ def worker(strategy: str, args: argparse.Namespace, out: str, conn) -> None:
             conn.send({"isolated_s": times})
 
 
-def device_name(cuda: bool) -> str:
-    if cuda:
-        return torch.cuda.get_device_name(0)
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/loop_cost.py", *(argv or sys.argv[1:])])
@@ -228,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "epoch_times_s": [round(e["time_s"], 4) for e in es],
         })
     cuda = args.device.startswith("cuda")
-    meta = {"device": device_name(cuda), "model": args.model, "image_size": args.image_size,
+    meta = {"device": device_name(torch.device("cuda" if cuda else "cpu")), "model": args.model, "image_size": args.image_size,
             "batch_size": args.batch_size, "samples": args.samples, "target": args.target, "rounds": args.rounds,
             "threads": args.threads if not cuda else None, "workers": args.workers, "overrides": args.set,
             "torch": torch.__version__, "python": platform.python_version(), "wall_s": round(wall, 1),
