@@ -34,7 +34,6 @@ import io
 import json
 import math
 import multiprocessing as mp
-import os
 import platform
 import shlex
 import statistics
