@@ -4,6 +4,9 @@
 Every writer puts its bytes under a dot-prefixed temporary name in the target's own
 directory, then ``os.replace``-s it into place (docs/design.md §6). Readers of the
 result store skip dot files, so a file is either absent, the old one, or the new one.
+A reader must also read a file through *one* open handle (:func:`read_parquet`):
+``pq.read_table(path)`` opens the path once for the footer and again for the pages, and
+a replace in between pairs the old footer with the new file's bytes.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_parquet(path: str | Path, table: pa.Table) -> None:
     write_with(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_parquet(path: str | Path) -> pa.Table:
+    """Read a Parquet file that a live writer may replace at any moment: one open handle
+    pins one version of the file (see the module docstring)."""
+    with open(path, "rb") as handle:
+        return pq.ParquetFile(handle).read()
 
 
 def progress(iterable, total: int, desc: str):

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from astray.io import write_parquet
+from astray.io import read_parquet, write_parquet
 
 if TYPE_CHECKING:  # the result store reads this schema without loading torch
     import torch
@@ -77,7 +76,7 @@ def write_metrics(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
+    return read_parquet(path).to_pylist()
 
 
 # steps.parquet: the controller step by step (docs/design.md §10), every

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from astray.engine.records import EPOCH_SCHEMA, STEP_SCHEMA
-from astray.io import write_parquet, write_text
+from astray.io import read_parquet, write_parquet, write_text
 from astray.schema import BASELINE_FLAG
 
 MANIFEST = "sweep.json"
@@ -128,7 +127,7 @@ class ResultStore:
 
     def read_steps(self, trial_id: str) -> list[dict[str, Any]]:
         path = self.steps_dir / f"{trial_id}.parquet"
-        return pq.read_table(path).to_pylist() if path.exists() else []
+        return read_parquet(path).to_pylist() if path.exists() else []
 
     def write_trial(self, record: dict[str, Any]) -> None:
         """Replace the trial's row. ``record`` holds trial columns and searched keys."""
@@ -141,7 +140,7 @@ class ResultStore:
 
     def read_epochs(self, trial_id: str) -> list[dict[str, Any]]:
         path = self.epochs_dir / f"{trial_id}.parquet"
-        return pq.read_table(path).to_pylist() if path.exists() else []
+        return read_parquet(path).to_pylist() if path.exists() else []
 
 
 def read_trials(root: str | Path) -> pa.Table:
@@ -162,4 +161,4 @@ def _read_dir(path: Path) -> pa.Table:
     files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
     if not files:
         return pa.table({})
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return pa.concat_tables([read_parquet(f) for f in files], promote_options="default")
