@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from astray.config.dotted import get_dotted, set_dotted
-from astray.config.sweep import Baseline, Param, ResourcesConfig, SweepSpec, baseline_overrides
+from astray.config.sweep import Baseline, ResourcesConfig, SweepSpec, baseline_overrides
 from astray.engine.data import build_datasets
 from astray.engine.models import check_model_name
 from astray.errors import ConfigError
