@@ -100,9 +100,9 @@ def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: floa
     return torch.topk(ranked, k, sorted=False).indices.sort().values
 
 
-def _generator(seed: int, epoch: int) -> torch.Generator:
-    # One stream per (seed, epoch): every rank and every resumed run draws the same.
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def _generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    # One stream per (seed, epoch, stream): every rank and every resumed run draws the same.
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + stream * 0x5DEECE66D)
 
 
 class SelectionStrategy:
@@ -146,21 +146,28 @@ class SelectionStrategy:
         pass
 
 
+UNSTAMPED = -(2**62)  # ``scored_epoch`` of a score whose age is unknown (or of no score yet)
+
+
 class ScoreTable(SelectionStrategy):
     """A per-sample table of the last significance measured, for strategies that select
     before loading. Unseen samples score +inf; ``scored_epoch`` says when each score was
-    measured (-1: never), so a strategy can bound how stale a score may get."""
+    measured (:data:`UNSTAMPED`: unknown), so a strategy can bound how stale a score may
+    get. A strategy may set ``backdate`` (epochs per sample) before an epoch is observed:
+    its stamps are then that many epochs older than the epoch (see StaleSelection)."""
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0) -> None:
         super().__init__(dataset_size, seed, min_active_fraction)
         self.scores = torch.full((dataset_size,), math.inf)
-        self.scored_epoch = torch.full((dataset_size,), -1, dtype=torch.int64)
+        self.scored_epoch = torch.full((dataset_size,), UNSTAMPED, dtype=torch.int64)
         self.epoch = 0  # the epoch being planned and trained: observations are stamped with it
+        self.backdate: torch.Tensor | None = None
 
     def _draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's permutation and one uniform coin per sample, from (seed, epoch);
         observations from now on are stamped with ``epoch``."""
         self.epoch = epoch
+        self.backdate = None
         gen = _generator(self.seed, epoch)
         perm = torch.randperm(self.dataset_size, generator=gen)
         return perm, torch.rand(self.dataset_size, generator=gen)
@@ -168,7 +175,8 @@ class ScoreTable(SelectionStrategy):
     def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
         indices = indices.cpu()
         self.scores[indices] = sig.detach().float().cpu()
-        self.scored_epoch[indices] = self.epoch
+        stamp = self.epoch if self.backdate is None else self.epoch - self.backdate[indices]
+        self.scored_epoch[indices] = stamp
 
     def state_dict(self) -> dict[str, Any]:
         return {"scores": self.scores.clone(), "scored_epoch": self.scored_epoch.clone()}
@@ -178,9 +186,9 @@ class ScoreTable(SelectionStrategy):
         if scores.numel() != self.dataset_size:
             raise ValueError(f"score table has {scores.numel()} entries, dataset {self.dataset_size}")
         self.scores = scores.clone().float()
-        # A table saved before scores were stamped has no ages: leave them unknown (-1),
-        # so those scores are never forced back in until the sample is trained again.
-        unknown = torch.full((self.dataset_size,), -1, dtype=torch.int64)
+        # A table saved before scores were stamped has no ages: leave them unknown, so
+        # those scores are never forced back in until the sample is trained again.
+        unknown = torch.full((self.dataset_size,), UNSTAMPED, dtype=torch.int64)
         self.scored_epoch = state.get("scored_epoch", unknown).clone().long()
 
 
@@ -219,8 +227,15 @@ class StaleSelection(ScoreTable):
     so the epoch's gradient stays unbiased in expectation and low scores get refreshed.
     A sample whose score is ``max_age`` epochs old or older is kept whatever its score:
     a score measured on much older weights says little about the sample now, and no
-    sample may go untrained for ever (0 = no bound). The controller is not fed these
-    forced refreshes (see ``plan_epoch``).
+    sample may go untrained for ever (0 = no bound). These refreshes count inside the
+    target: the controller is fed the realised share, refreshes included, and the
+    scores choose the rest (see ``plan_epoch``). A dense epoch scores every sample at
+    once, so the scores it stamps are backdated by 0 to ``max_age - 1`` epochs (a
+    uniform draw per sample from (seed, epoch)): their refreshes spread over the next
+    ``max_age`` epochs instead of all falling due in one, which no threshold could hold
+    at the target. An epoch refreshes at most ``ceil(dataset_size / max_age)`` scores,
+    oldest first (:meth:`_overdue`): a backlog beyond that (after an epoch that trained
+    an unusually large share, say) waits an epoch or more instead of echoing as a burst.
 
     The controller is stepped while the plan is built: the epoch's permutation is
     walked in windows of ``window`` candidates (one global batch), each window's
@@ -241,13 +256,34 @@ class StaleSelection(ScoreTable):
         self.window = max(1, window)
         self.max_age = max_age
 
+    def _overdue(self, epoch: int) -> torch.Tensor:
+        """The scores to refresh this epoch: those ``max_age`` epochs old or older, at most
+        ``ceil(dataset_size / max_age)`` of them (the rate that measures every score once
+        per ``max_age`` epochs), oldest first, ties broken at random (from (seed, epoch)),
+        so the refreshes are spread over the epoch's windows, not packed into its first
+        ones. The rest wait for a later epoch: a burst of due scores is spread out."""
+        age = epoch - self.scored_epoch
+        due = (self.scored_epoch != UNSTAMPED) & (age >= self.max_age)
+        cap = math.ceil(self.dataset_size / self.max_age)
+        if int(due.sum()) <= cap:
+            return due
+        candidates = torch.nonzero(due).flatten()
+        tie = torch.rand(self.dataset_size, generator=_generator(self.seed, epoch, stream=2))[candidates]
+        oldest = candidates[torch.argsort(age[candidates].double() + tie, descending=True)[:cap]]
+        overdue = torch.zeros(self.dataset_size, dtype=torch.bool)
+        overdue[oldest] = True
+        return overdue
+
     def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
         perm, coins = self._draws(epoch)
         if dense:
+            if self.max_age > 1:
+                self.backdate = torch.randint(0, self.max_age, (self.dataset_size,),
+                                              generator=_generator(self.seed, epoch, stream=1))
             return EpochPlan(perm, None, self.dataset_size)
         overdue = torch.zeros(self.dataset_size, dtype=torch.bool)
         if self.max_age > 0:
-            overdue = (self.scored_epoch >= 0) & (epoch - self.scored_epoch >= self.max_age)
+            overdue = self._overdue(epoch)
         kept, weights = [], []
         n_windows = math.ceil(self.dataset_size / self.window)
         for w in range(n_windows):
@@ -260,12 +296,14 @@ class StaleSelection(ScoreTable):
                 lucky = ~chosen & (coins[idx] < self.keep_prob)
                 weight[lucky] = 1.0 / self.keep_prob
                 chosen |= lucky
-            # The controller holds the share that scores select among the samples free to
-            # be selected; overdue refreshes come on top (their share is in the epoch's
-            # realised activation), so a burst of them cannot wind the threshold up.
-            free = ~forced
-            controller.update(int((chosen & free).sum()), int(free.sum()), epoch + w / n_windows)
+            # The controller holds the realised share, overdue refreshes included: they take
+            # their place inside the target and the scores choose the rest. A window whose
+            # refreshes alone reach the target is not fed (no threshold could lower its
+            # share), so a burst of them cannot wind the threshold up.
+            n_forced = int(forced.sum())
             chosen |= forced
+            if n_forced < controller.target * idx.numel():
+                controller.update(int(chosen.sum()), idx.numel(), epoch + w / n_windows)
             weight[forced & (weight != 1.0)] = 1.0  # a forced sample was not kept by chance
             kept.append(idx[chosen])
             weights.append(weight[chosen])

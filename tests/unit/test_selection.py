@@ -414,15 +414,77 @@ def test_stale_load_state_dict_rejects_wrong_size():
 # --------------------------------------------------------------------------- staleness, random, infobatch
 
 def test_stale_scores_older_than_max_age_are_trained_again():
-    n = 200
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=3)
+    n, max_age = 600, 3
+    cap = n // max_age
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=max_age)
     strategy.plan_epoch(0, _controller(), dense=True)
-    strategy.observe(torch.arange(n), torch.full((n,), 1e-4))  # all far below any threshold, scored in epoch 0
-    for epoch in (1, 2):
+    strategy.observe(torch.arange(n), torch.full((n,), 1e-4))  # all far below any threshold
+    refreshed = set()
+    for epoch in range(1, max_age + 2):
+        age = epoch - strategy.scored_epoch
+        due = set(torch.nonzero(age >= max_age).flatten().tolist())
         plan = strategy.plan_epoch(epoch, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
-        assert plan.indices.numel() < n  # only the top-k floor
-    plan = strategy.plan_epoch(3, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
-    assert plan.indices.numel() == n  # three epochs old: every score is refreshed
+        kept = set(plan.indices.tolist())
+        trained_due = due & kept
+        assert len(trained_due) == min(len(due), cap)  # every due score, up to the epoch's cap
+        if len(due) > cap:  # the oldest go first
+            assert min(age[list(trained_due)]) >= max(age[list(due - trained_due)])
+        # The dense epoch's stamps are staggered: about a third falls due in each epoch.
+        assert len(trained_due) > 0.8 * cap
+        refreshed |= trained_due
+        strategy.observe(plan.indices, torch.full((plan.indices.numel(),), 1e-4))
+    assert refreshed == set(range(n))  # within max_age + 1 epochs every score was measured again
+
+
+def test_stale_burst_of_due_scores_is_spread_at_the_cap_oldest_first():
+    n, max_age = 400, 4
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=100, max_age=max_age)
+    strategy.load_state_dict({"scores": torch.full((n,), 1e-4),
+                              "scored_epoch": torch.cat([torch.full((n // 2,), 0), torch.full((n // 2,), 1)])})
+    counts = []
+    for epoch in (9, 10, 11):  # every score is due, the first half older
+        plan = strategy.plan_epoch(epoch, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
+        counts.append(plan.indices.numel())
+        if epoch == 9:
+            assert bool((plan.indices < n // 2).all())  # oldest first
+        strategy.observe(plan.indices, torch.full((plan.indices.numel(),), 1e-4))
+    assert counts == [n // max_age] * 3  # never the whole table at once
+
+
+def test_stale_dense_epoch_stamps_are_backdated_within_max_age_and_reproducible():
+    def stamps(seed):
+        strategy = StaleSelection(500, seed=seed, keep_prob=0.0, window=50, max_age=4)
+        strategy.plan_epoch(7, _controller(), dense=True)
+        strategy.observe(torch.arange(500), torch.rand(500))
+        return strategy.scored_epoch
+
+    first = stamps(0)
+    assert set(first.tolist()) == {4, 5, 6, 7}  # 0 to max_age - 1 epochs older than epoch 7
+    assert torch.equal(first, stamps(0))  # every rank and a resumed run stamp alike
+    assert not torch.equal(first, stamps(1))
+
+
+def test_stale_controller_holds_the_realised_activation_refreshes_included():
+    # Scores that persist (a hard sample stays hard): the 70 % below the threshold are
+    # trained only when their scores fall due. The refreshes count inside the target.
+    n, target = 4000, 0.3
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(n, generator=gen)
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=128, max_age=5)
+    controller = _controller(target=target, initial_threshold=0.5)
+    strategy.plan_epoch(0, controller, dense=True)
+    strategy.observe(torch.arange(n), base)
+    shares, forced = [], []
+    for epoch in range(1, 25):
+        due = int((epoch - strategy.scored_epoch >= 5).sum())
+        plan = strategy.plan_epoch(epoch, controller, dense=False)
+        strategy.observe(plan.indices, base[plan.indices] * (0.9 + 0.2 * torch.rand(plan.indices.numel(), generator=gen)))
+        shares.append(plan.indices.numel() / n)
+        forced.append(due / n)
+    assert min(forced[5:]) > 0.05  # refreshes really happen every epoch...
+    assert max(forced) < 0.25  # ...spread out, never a burst the target cannot hold
+    assert sum(shares[4:]) / len(shares[4:]) == pytest.approx(target, abs=0.01)
+    assert max(abs(s - target) for s in shares[4:]) < 0.05
 
 
 def test_stale_max_age_zero_never_forces():
@@ -469,13 +531,13 @@ def test_infobatch_keeps_unseen_samples():
 
 def test_stale_forced_refreshes_do_not_wind_up_the_controller():
     n = 400
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=100, max_age=2)
+    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=100, max_age=1)
     strategy.plan_epoch(0, _controller(), dense=True)
     strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
     controller = _controller(initial_threshold=0.7)
-    plan = strategy.plan_epoch(2, controller, dense=False)  # every score is overdue
+    plan = strategy.plan_epoch(2, controller, dense=False)  # every score is overdue, and due
     assert plan.indices.numel() == n
-    assert controller.updates == 0 or controller.threshold < 1.0  # no wind-up toward max_threshold
+    assert controller.updates == 0  # refreshes alone exceed the target: no threshold could help
 
 
 def test_stale_table_from_before_score_ages_forces_nothing():
