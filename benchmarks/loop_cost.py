@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         model = {"dense": 1.0, "reforward": 1 / 3 + act, "stale": act}[s]
         table.append({
             "strategy": s, "activation": round(act, 4),
+            "activations": [round(e["backward"] / e["dataset"], 4) for e in es],
             "epoch_s_median": round(statistics.median(e["time_s"] for e in es), 4),
             "loop_ratio": round(statistics.median(e["time_s"] for e in es) / dense_t, 4),
             "compute_model": round(model, 4),
