@@ -260,8 +260,9 @@ class Trainer:
         trace: list[dict[str, Any]] = []
         self.controller.trace = [] if every else None  # stale steps its controller while planning
         plan = self.strategy.plan_epoch(epoch, self.controller, dense=not sparse)
-        for w, (progress, rate, threshold, error, integral) in enumerate(self.controller.trace or []):
-            if w % every == 0:
+        planned = self.controller.trace or []
+        for w, (progress, rate, threshold, error, integral) in enumerate(planned):
+            if w % every == 0 or w == len(planned) - 1:  # the last: the threshold the epoch trains with
                 trace.append({"epoch": epoch + 1, "step": w, "progress": progress, "source": "plan",
                               "activation": rate, "threshold": threshold, "error": error, "integral": integral,
                               "loss": math.nan, "lr": math.nan})
@@ -328,8 +329,9 @@ class Trainer:
             correct += s.correct
             seen_idx.append(idx)
             seen_sig.append(s.sig)
-            if every and step % every == 0:
-                # A read of the step's loss (a sync on CUDA) every steps_every steps only.
+            if every and (step % every == 0 or step + 1 == steps):
+                # A read of the step's loss (a sync on CUDA) every steps_every steps and at
+                # the epoch's last, so the trace ends on the threshold the epoch ended with.
                 trace.append({"epoch": epoch + 1, "step": step, "progress": progress, "source": "step",
                               "activation": s.global_active / max(s.global_loaded, 1),
                               "threshold": self.controller.threshold, "error": self.controller.error,
