@@ -14,10 +14,6 @@ from typing import Any
 
 from astray.errors import ConfigError
 
-# extra name -> the module it must make importable
-EXTRAS = {"tensorboard": "tensorboard", "tensorboardX": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
-
-
 def require(extra: str, module: str, key: str) -> Any:
     """Import ``module`` or raise a one-line error naming ``pip install 'astray[extra]'``."""
     try:

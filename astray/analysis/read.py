@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from astray.analysis.model import EpochSeries, StepSeries, SweepData, TrialRecord
+from astray.engine.records import controller_rows
 from astray.errors import AstrayError, ConfigError
 from astray.schema import (
     BASELINE_FLAG,
@@ -107,10 +108,8 @@ def _step_series(rows: Iterable[Mapping[str, Any]]) -> dict[str, StepSeries]:
     for r in rows:
         by_trial.setdefault(r["trial_id"], []).append(r)
     out = {}
-    for tid, rs in by_trial.items():
-        # Where the controller moves: stale's plan windows, otherwise the training steps.
-        source = "plan" if any(r["source"] == "plan" for r in rs) else "step"
-        rs = sorted((r for r in rs if r["source"] == source), key=lambda r: r["progress"])
+    for tid, trial_rows in by_trial.items():
+        rs = controller_rows(trial_rows)
         out[tid] = StepSeries(tuple(_float(r["progress"]) for r in rs), tuple(_float(r["activation"]) for r in rs),
                               tuple(_float(r["threshold"]) for r in rs))
     return out

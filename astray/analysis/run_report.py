@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from astray.analysis.figures import png_svg
 from astray.config.load import load_config
 from astray.config.run import RunConfig
-from astray.engine.records import read_metrics
+from astray.engine.records import controller_rows, read_metrics, read_steps
 from astray.engine.state import CONFIG, METRICS, STEPS
 from astray.errors import AstrayError
 from astray.io import write_bytes, write_text
@@ -50,7 +50,7 @@ def read_run(path: str | Path, what: str = "RUN_DIR") -> Run:
     rows = sorted(read_metrics(root / METRICS), key=lambda r: r["epoch"])
     if not rows:
         raise AstrayError(f"{what} {str(root / METRICS)!r} has no epochs yet")
-    steps = read_metrics(root / STEPS) if (root / STEPS).is_file() else []
+    steps = read_steps(root / STEPS) if (root / STEPS).is_file() else []
     return Run(root, load_config(root / CONFIG), rows, steps)
 
 
@@ -68,8 +68,7 @@ def run_figure(run: Run, baseline: Run | None) -> Figure:
     target = run.cfg.ast.target_activation
     if run.cfg.ast.strategy not in ("dense",):
         act.axhline(target, color="C0", linestyle=":", linewidth=1.2, label=f"target {target:g}")
-    trace = [s for s in run.steps if s["source"] == ("plan" if any(x["source"] == "plan" for x in run.steps)
-                                                      else "step")]
+    trace = controller_rows(run.steps)
     if trace:
         thr.plot([s["progress"] for s in trace], [s["threshold"] for s in trace], color="C0", linewidth=0.8,
                  alpha=0.6, label="every recorded step (steps.parquet)")

@@ -97,3 +97,15 @@ STEP_SCHEMA = pa.schema([
 
 def write_steps(rows: list[dict[str, Any]], path: str | Path) -> None:
     write_parquet(path, pa.Table.from_pylist(rows, schema=STEP_SCHEMA))
+
+
+def read_steps(path: str | Path) -> list[dict[str, Any]]:
+    return read_parquet(path).to_pylist()
+
+
+def controller_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trace rows where the controller moves, in order of progress: stale's plan
+    windows when there are any (its controller does not move while it trains), else the
+    training steps."""
+    source = "plan" if any(r["source"] == "plan" for r in rows) else "step"
+    return sorted((r for r in rows if r["source"] == source), key=lambda r: r["progress"])

@@ -28,7 +28,7 @@ from astray.engine.data import IndexedDataset, PlanSampler, build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
 from astray.engine.models import check_model_name, create_model
-from astray.engine.records import EpochRow, macro_f1, read_metrics, write_metrics, write_steps
+from astray.engine.records import EpochRow, macro_f1, read_metrics, read_steps, write_metrics, write_steps
 from astray.engine.schedule import epoch_is_sparse, lr_at, make_optimizer
 from astray.engine.state import (
     BEST,
@@ -177,7 +177,7 @@ class Trainer:
             if (out / METRICS).exists():
                 self.rows = [r for r in read_metrics(out / METRICS) if r["epoch"] <= self.start_epoch]
             if (out / STEPS).exists():
-                self.step_rows = [r for r in read_metrics(out / STEPS) if r["epoch"] <= self.start_epoch]
+                self.step_rows = [r for r in read_steps(out / STEPS) if r["epoch"] <= self.start_epoch]
             log(f"resuming {out} after epoch {self.start_epoch}")
         self.net = model  # the plain module: checkpoints hold its state_dict
         if t.compile:

@@ -153,21 +153,18 @@ class ScoreTable(SelectionStrategy):
     """A per-sample table of the last significance measured, for strategies that select
     before loading. Unseen samples score +inf; ``scored_epoch`` says when each score was
     measured (:data:`UNSTAMPED`: unknown), so a strategy can bound how stale a score may
-    get. A strategy may set ``backdate`` (epochs per sample) before an epoch is observed:
-    its stamps are then that many epochs older than the epoch (see StaleSelection)."""
+    get."""
 
     def __init__(self, dataset_size: int, seed: int = 0, min_active_fraction: float = 0.0) -> None:
         super().__init__(dataset_size, seed, min_active_fraction)
         self.scores = torch.full((dataset_size,), math.inf)
         self.scored_epoch = torch.full((dataset_size,), UNSTAMPED, dtype=torch.int64)
         self.epoch = 0  # the epoch being planned and trained: observations are stamped with it
-        self.backdate: torch.Tensor | None = None
 
     def _draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's permutation and one uniform coin per sample, from (seed, epoch);
         observations from now on are stamped with ``epoch``."""
         self.epoch = epoch
-        self.backdate = None
         gen = _generator(self.seed, epoch)
         perm = torch.randperm(self.dataset_size, generator=gen)
         return perm, torch.rand(self.dataset_size, generator=gen)
@@ -175,8 +172,7 @@ class ScoreTable(SelectionStrategy):
     def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
         indices = indices.cpu()
         self.scores[indices] = sig.detach().float().cpu()
-        stamp = self.epoch if self.backdate is None else self.epoch - self.backdate[indices]
-        self.scored_epoch[indices] = stamp
+        self.scored_epoch[indices] = self.epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"scores": self.scores.clone(), "scored_epoch": self.scored_epoch.clone()}
@@ -255,6 +251,13 @@ class StaleSelection(ScoreTable):
         self.keep_prob = keep_prob
         self.window = max(1, window)
         self.max_age = max_age
+        self.backdate: torch.Tensor | None = None  # set while a dense epoch is planned and trained
+
+    def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
+        super().observe(indices, sig)
+        if self.backdate is not None:  # a dense epoch's stamps, staggered (class docstring)
+            indices = indices.cpu()
+            self.scored_epoch[indices] -= self.backdate[indices]
 
     def _overdue(self, epoch: int) -> torch.Tensor:
         """The scores to refresh this epoch: those ``max_age`` epochs old or older, at most
@@ -276,6 +279,7 @@ class StaleSelection(ScoreTable):
 
     def plan_epoch(self, epoch: int, controller: PIController, dense: bool) -> EpochPlan:
         perm, coins = self._draws(epoch)
+        self.backdate = None
         if dense:
             if self.max_age > 1:
                 self.backdate = torch.randint(0, self.max_age, (self.dataset_size,),
