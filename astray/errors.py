@@ -18,5 +18,10 @@ class ConfigError(AstrayError):
     """A config key, type or value is not allowed."""
 
 
+class SweepIncomplete(RuntimeError):
+    """A sweep's run ended with planned trials missing (an interrupted run). Not bad
+    input: the message is one line naming them, and the command exits 3."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. Not a user-input error: a sweep records it."""

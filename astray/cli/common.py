@@ -12,6 +12,7 @@ from typing import TypeVar
 from astray.errors import AstrayError, ConfigError
 
 EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3  # astray tune: the run ended with planned trials missing; --resume trains them
 
 F = TypeVar("F", bound=Callable[..., int | None])
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from astray.cli.common import OneLineParser, add_config_args, cli_entry
+from astray.cli.common import EXIT_INCOMPLETE, OneLineParser, add_config_args, cli_entry
 from astray.config.sweep import load_sweep
+from astray.errors import SweepIncomplete
 from astray.sweep.trial_config import check_before_start
 
 
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m astray.tune") -> 
     except KeyboardInterrupt:
         print("[astray] interrupted: finished trials are in the store; continue with --resume", flush=True)
         return 130
+    except SweepIncomplete as exc:
+        # Never "finished" with trials missing, and no report drawn from part of a sweep
+        # (`astray report` draws one on demand).
+        print(f"astray: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INCOMPLETE
     if args.report:
         # The main job ends with its result: the Pareto report, and where to open it.
         from astray.cli.report import write_sweep_report

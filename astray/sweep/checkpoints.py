@@ -1,14 +1,16 @@
 """Where Ray keeps a sweep trial's checkpoints on disk: the folder names Ray writes.
 
 This reads folders and calls no Ray API, so exporting a trained model never starts Ray.
-One-worker trials: ``<storage>/<sweep name>/<trial dir naming the trial id>/checkpoint_00000N/``;
+One-worker trials: ``<storage>/<sweep name>/<trial id>_<Ray's id of the attempt>/checkpoint_00000N/``;
 multi-worker trials: ``<storage>/train-<trial id>/checkpoint_<timestamp>/``
-(``astray.sweep.ray_adapter`` names them so).
+(``astray.sweep.ray_adapter`` names them so). A trial a resumed driver continued has a
+folder per attempt; the newest checkpoint is the one with the most epochs.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,27 @@ def trial_checkpoints(storage: Path, trial_id: str) -> list[Path]:
 def latest_checkpoint(storage: Path, trial_id: str) -> Path | None:
     """The newest checkpoint folder of ``trial_id`` (what a retry resumes from), or None."""
     return next(iter(trial_checkpoints(storage, trial_id)), None)
+
+
+def resume_point(storage: str, trial_id: str) -> str | None:
+    """Where a new attempt of ``trial_id`` continues from: its newest checkpoint folder in
+    Ray's ``storage``, or None (no checkpoint yet, or storage that is not a local or mounted
+    directory: the attempt then trains from its first epoch)."""
+    if "://" in storage or not Path(storage).is_dir():
+        return None
+    found = latest_checkpoint(Path(storage), trial_id)
+    return str(found) if found else None
+
+
+def copy_checkpoint(folder: str | None, target: Path) -> bool:
+    """Copy the files of checkpoint ``folder`` into ``target``; False when there is none."""
+    if not folder or not Path(folder).is_dir():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            shutil.copy2(f, target / f.name)
+    return True
 
 
 def deployable_checkpoint(storage: Path, trial_id: str) -> Path | None:

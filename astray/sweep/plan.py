@@ -1,113 +1,187 @@
-"""Which trial comes next, and what the searcher is told: baselines, seed replicates and
-replicate means, without Ray (docs/design.md §9).
+"""Which trial comes next, what Optuna is told, and what is still missing: baselines,
+seed replicates and replicate means, rebuilt from what is durable (docs/design.md §9).
 
 A sweep trains every configuration ``search.repeats`` times with seeds
 ``training.seed + r``. The baselines come first, in config order, then the searched
-configurations Optuna proposes. Replicates of one configuration are handed out one
-after the other and share a ``config_id``. Optuna sees each searched configuration once:
-it is asked for the configuration when the first replicate starts, and told the mean of
-the replicates' objectives once all of them have finished. Baselines are never shown to
-Optuna: their parameters are not points of the searched space.
+configurations Optuna proposes. Each (configuration, replicate) is one trial with a
+stable id, ``<config_id>-r<replicate>``: the store keys its rows by it, Ray's trial
+folders carry it, and a trial a killed driver left half done continues under it.
+
+Nothing here lives only in memory. Every driver, the first or a resumed one, builds the
+plan from the store's trial rows (what ran) and the Optuna journal (what was proposed and
+told): a driver killed at any moment leaves nothing behind that the next one cannot see.
+Optuna sees each searched configuration once: it is asked for it when its first replicate
+is handed out, and told the mean of the replicates' objectives once all have finished.
+Baselines are never shown to Optuna: their parameters are not points of the searched space.
+No Ray here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from astray.config.sweep import Baseline
-from astray.schema import KIND_SEARCHED
+from astray.schema import COMPLETED, DIVERGED, ERROR, KIND_SEARCHED
 
 Result = dict[str, Any] | None
-Tell = Callable[[str, Result, bool], None]  # (first replicate's trial id, mean result or None, error)
-
-
-@dataclass
-class _Config:
-    config_id: str
-    params: dict[str, Any]  # searched values (empty for a baseline)
-    kind: str
-    value: float | None  # a baseline's budget or activation
-    owner: str | None = None  # trial id Optuna knows this configuration by (searched only)
+MISSING_LISTED = 12  # a missing-trials line names at most this many
 
 
 def searched_config_id(index: int) -> str:
     return f"search-{index:04d}"
 
 
-class TrialPlan:
-    """Hands out trial configs and groups results by configuration.
+def trial_key(config_id: str, replicate: int) -> str:
+    """The stable id of a configuration's replicate (store rows, Ray folders)."""
+    return f"{config_id}-r{replicate}"
 
-    ``ask(trial_id)`` returns Optuna's next searched values; ``tell(trial_id, result,
-    error)`` reports a searched configuration's replicate mean under the trial id it
-    was asked with. Picklable (it is part of the searcher's checkpoint).
+
+class Proposal(Protocol):
+    config_id: str
+    params: dict[str, Any]
+    told: bool
+
+
+class Study(Protocol):
+    """What the plan needs from the searcher (``astray.sweep.study.SweepStudy``)."""
+
+    def proposals(self) -> Sequence[Proposal]: ...
+
+    def ask(self, config_id: str) -> dict[str, Any]: ...
+
+    def tell(self, config_id: str, mean: Result) -> None: ...
+
+
+@dataclass
+class Configuration:
+    config_id: str
+    kind: str  # astray.schema KIND_*
+    value: float | None  # a baseline's budget or activation
+    params: dict[str, Any] = field(default_factory=dict)  # searched values (empty for a baseline)
+    told: bool = False  # searched: Optuna has its result
+
+
+class TrialPlan:
+    """Hands out trial configs, collects their results and tells Optuna.
+
+    ``records`` are the store's trial rows (a resumed sweep's; none at the start). A
+    (configuration, replicate) whose row is ``completed`` or ``diverged`` has run and is
+    never handed out again; one that is missing, still ``running`` (its driver died) or
+    ``error`` is handed out, under the id of its earlier attempt, and
+    ``checkpoint_of(trial_id)`` says where that attempt left a checkpoint to continue from.
     """
 
     def __init__(self, baselines: Sequence[Baseline], num_samples: int, repeats: int, base_seed: int,
-                 metrics: Sequence[str]) -> None:
-        self.baselines = list(baselines)
+                 metrics: Sequence[str], study: Study, records: Iterable[dict[str, Any]] = (),
+                 checkpoint_of: Callable[[str], str | None] = lambda trial_id: None) -> None:
         self.num_samples = num_samples
         self.repeats = repeats
         self.base_seed = base_seed
         self.metrics = list(metrics)
-        self.next_baseline = 0
-        self.searched = 0
-        self.queue: list[tuple[str, int]] = []  # (config_id, replicate) still to hand out
-        self.configs: dict[str, _Config] = {}
-        self.trials: dict[str, tuple[str, int]] = {}  # trial id → (config_id, replicate)
-        self.results: dict[str, dict[int, Result]] = {}  # config_id → replicate → objectives (None: failed)
+        self.study = study
+        self.checkpoint_of = checkpoint_of
+        self.configs: dict[str, Configuration] = {
+            b.config_id: Configuration(b.config_id, b.kind, b.value) for b in baselines}
+        self.baselines = len(self.configs)
+        for p in study.proposals():
+            self.configs[p.config_id] = Configuration(p.config_id, KIND_SEARCHED, None, dict(p.params), p.told)
+        # (configuration, replicate) -> its row, once it has ended: ran in an earlier driver
+        # (completed, diverged), or ended in this one (error too).
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        # ... -> the trial id of an earlier attempt that did not run to a result, to continue.
+        self.previous: dict[tuple[str, int], str] = {}
+        for rec in records:
+            key = (rec.get("config_id"), int(rec.get("replicate") or 0))
+            if _ran(rec):
+                self.rows[key] = rec
+                self.previous.pop(key, None)
+            elif key not in self.rows:
+                # Stores written before stable ids may hold a (configuration, replicate)
+                # twice: the one that ran wins.
+                self.previous[key] = rec["trial_id"]
+        self.queue = [(cid, r) for cid in self.configs for r in range(repeats) if (cid, r) not in self.rows]
+        # A driver killed between a configuration's last replicate and the tell: tell now.
+        for c in self.searched():
+            self._maybe_tell(c)
+
+    # ------------------------------------------------------------------ counts
 
     @property
     def total(self) -> int:
-        return (self.num_samples + len(self.baselines)) * self.repeats
+        """Trials the sweep plans: every configuration, searched or baseline, ``repeats`` times."""
+        return (self.num_samples + self.baselines) * self.repeats
 
-    def suggest(self, trial_id: str, ask: Callable[[str], dict[str, Any] | None]) -> dict[str, Any] | None | str:
-        """The next trial's config; None when Optuna has nothing yet; ``"FINISHED"`` when all are out."""
+    def searched(self) -> list[Configuration]:
+        return [c for c in self.configs.values() if c.kind == KIND_SEARCHED]
+
+    def to_train(self) -> int:
+        """Trials this driver has still to hand out."""
+        return len(self.queue) + (self.num_samples - len(self.searched())) * self.repeats
+
+    def missing(self) -> list[str]:
+        """Planned trials that have not run (``completed``, ``diverged`` or ``error``), as
+        ``<config_id> r<replicate>``, in plan order; searched configurations Optuna has not
+        proposed yet are named by the ids they will get."""
+        out = [f"{cid} r{r}" for cid in self.configs for r in range(self.repeats)
+               if not _ended(self.rows.get((cid, r)))]
+        for i in range(len(self.searched()), self.num_samples):
+            out += [f"{searched_config_id(i)} r{r}" for r in range(self.repeats)]
+        return out
+
+    def missing_line(self, sweep: str) -> str:
+        """One line naming what :meth:`missing` found."""
+        gone = self.missing()
+        shown = ", ".join(gone[:MISSING_LISTED]) + (f" and {len(gone) - MISSING_LISTED} more"
+                                                     if len(gone) > MISSING_LISTED else "")
+        return (f"sweep {sweep} ended with {len(gone)} of {self.total} planned trials missing ({shown}); "
+                "run the same command with --resume to train them")
+
+    # ------------------------------------------------------------------ events
+
+    def next_trial(self) -> dict[str, Any] | None:
+        """The next trial's config (None when every planned trial has been handed out).
+
+        Besides the searched (dotted ``section.key``) values, plain keys that say what the
+        trial is; they never collide with a dotted key.
+        """
+        if not self.queue and len(self.searched()) < self.num_samples:
+            cid = searched_config_id(len(self.searched()))
+            self.configs[cid] = Configuration(cid, KIND_SEARCHED, None, self.study.ask(cid))
+            self.queue = [(cid, r) for r in range(self.repeats)]
         if not self.queue:
-            if self.next_baseline < len(self.baselines):
-                b = self.baselines[self.next_baseline]
-                self.next_baseline += 1
-                self._add(_Config(b.config_id, {}, b.kind, b.value))
-            elif self.searched < self.num_samples:
-                params = ask(trial_id)
-                if params is None:
-                    return None
-                cid = searched_config_id(self.searched)
-                self.searched += 1
-                self._add(_Config(cid, dict(params), KIND_SEARCHED, None, owner=trial_id))
-            else:
-                return "FINISHED"
+            return None
         cid, replicate = self.queue.pop(0)
         c = self.configs[cid]
-        self.trials[trial_id] = (cid, replicate)
-        # Besides the searched (dotted ``section.key``) values, plain keys that say what
-        # the trial is; they never collide with a dotted key.
+        previous = self.previous.get((cid, replicate))
+        tid = previous or trial_key(cid, replicate)
         return {**c.params, "baseline_kind": c.kind, "baseline_value": c.value, "config_id": cid,
-                "replicate": replicate,
-                "seed": self.base_seed + replicate}
+                "replicate": replicate, "seed": self.base_seed + replicate, "trial_id": tid,
+                "resume_from": self.checkpoint_of(tid) if previous else None}
 
-    def _add(self, c: _Config) -> None:
-        self.configs[c.config_id] = c
-        self.results[c.config_id] = {}
-        self.queue += [(c.config_id, r) for r in range(self.repeats)]
+    def finished(self, record: dict[str, Any]) -> None:
+        """A trial ended (its final store row); once a searched configuration's replicates
+        have all run, tell Optuna their mean."""
+        cid = record["config_id"]
+        self.rows[(cid, int(record["replicate"]))] = record
+        c = self.configs.get(cid)
+        if c is not None and c.kind == KIND_SEARCHED:
+            self._maybe_tell(c)
 
-    def complete(self, trial_id: str, result: Result, error: bool, tell: Tell) -> None:
-        """Record a finished replicate; once a searched configuration's last one is in, tell its mean."""
-        if trial_id not in self.trials:
+    def _maybe_tell(self, c: Configuration) -> None:
+        rows = [self.rows.get((c.config_id, r)) for r in range(self.repeats)]
+        if c.told or not all(_ended(row) for row in rows):
             return
-        cid, replicate = self.trials[trial_id]
-        values = None if error or not result else {m: _finite(result.get(m)) for m in self.metrics}
-        if values is not None and any(v is None for v in values.values()):
-            values = None  # diverged: NaN objectives
-        done = self.results[cid]
-        done[replicate] = values
-        c = self.configs[cid]
-        if c.kind != KIND_SEARCHED or len(done) < self.repeats:
-            return
-        mean = replicate_mean(list(done.values()), self.metrics)
-        tell(c.owner, mean, mean is None)
+        self.study.tell(c.config_id, replicate_mean([self._objectives(row) for row in rows], self.metrics))
+        c.told = True
+
+    def _objectives(self, row: dict[str, Any]) -> Result:
+        if row["status"] != COMPLETED:
+            return None
+        values = {m: _finite(row.get(m)) for m in self.metrics}
+        return None if any(v is None for v in values.values()) else values
 
 
 def replicate_mean(results: Sequence[Result], metrics: Sequence[str]) -> Result:
@@ -116,6 +190,16 @@ def replicate_mean(results: Sequence[Result], metrics: Sequence[str]) -> Result:
     if not good:
         return None
     return {m: sum(r[m] for r in good) / len(good) for m in metrics} | {"replicates": len(good)}
+
+
+def _ran(row: dict[str, Any] | None) -> bool:
+    """Ran to a result that --resume keeps: completed, or diverged (a result, §6)."""
+    return row is not None and row.get("status") in (COMPLETED, DIVERGED)
+
+
+def _ended(row: dict[str, Any] | None) -> bool:
+    """Ran, or failed for good in this driver (``error``; a --resume retries it)."""
+    return row is not None and row.get("status") in (COMPLETED, DIVERGED, ERROR)
 
 
 def _finite(x: Any) -> float | None:

@@ -1,4 +1,4 @@
-"""Every Ray call astray makes, in one module (Ray 2.60, Train V2, Optuna 5).
+"""Every Ray call astray makes, in one module (Ray 2.60, Train V2).
 
 Ray's training and reporting APIs have moved several times; keeping them here means
 the next move is one edit. Facts this module relies on (checked on Ray 2.60):
@@ -10,13 +10,13 @@ the next move is one edit. Facts this module relies on (checked on Ray 2.60):
   Every worker must call ``ray.train.report`` (it is a barrier).
 - A trial that only drives Train workers must reserve no CPU, or its workers never fit
   on a small machine; Ray rejects an empty request, so it asks for 1 byte of memory.
-- ``Tuner.restore`` brings back the callbacks pickled at construction and the searcher
-  state; the experiment snapshot is periodic, so it is made frequent.
-- ``OptunaSearch`` keeps each asked trial in ``_ot_trials`` (Tune trial id → Optuna
-  trial) and its study in ``_ot_study``; ``PlanSearcher`` reads them (and nothing else
-  private) to label Optuna trials with their config_id and to close orphans on resume.
-- Tune wraps any searcher in a ``ConcurrencyLimiter`` (``max_concurrent_trials``), which
-  saves and restores only the searcher it wraps: ``PlanSearcher.save`` must hold all.
+- astray never calls ``Tuner.restore``: Ray's experiment state is a periodic snapshot
+  that a driver killed early has not written yet (restore then logs an error and runs
+  on with what it has), and that lags the store whenever it exists. Each driver, fresh
+  or ``--resume``, builds a new Tuner around the plan astray rebuilt from its store and
+  Optuna journal (docs/design.md §9); the searcher below holds no state to save.
+- Tune calls the searcher's ``on_trial_complete`` before the callbacks'; the plan is
+  told from ``StoreCallback``, after the store has the trial's final row.
 """
 
 from __future__ import annotations
@@ -24,26 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Must be set before Tune starts: a short snapshot period means a killed driver loses
-# (and re-runs) at most a second or two of finished trials on --resume.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # must be set before Tune loads
 
-import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from astray.config.sweep import Param, ResourcesConfig, SearchConfig  # noqa: E402
+from astray.config.sweep import ResourcesConfig  # noqa: E402
 from astray.sweep.plan import TrialPlan  # noqa: E402
 from astray.trackers import require  # noqa: E402
 
@@ -88,129 +81,32 @@ def node_id() -> str:
 
 # --------------------------------------------------------------------------- search
 
-class SearchSpace:
-    """Optuna define-by-run space: suggests each searched parameter.
-
-    A class (not a closure) so the Tuner can pickle it for ``--resume``.
-    """
-
-    def __init__(self, params: list[Param]) -> None:
-        self.params = params
-
-    def __call__(self, trial: optuna.Trial) -> None:
-        for p in self.params:
-            if p.type == "uniform":
-                trial.suggest_float(p.key, p.low, p.high, step=p.step)
-            elif p.type == "loguniform":
-                trial.suggest_float(p.key, p.low, p.high, log=True)
-            elif p.type == "int":
-                trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1))
-            else:
-                trial.suggest_categorical(p.key, list(p.values))
-
-
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed)
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
-
-
-def optuna_storage(journal: Path) -> optuna.storages.JournalStorage:
-    """The study's persistent storage: an Optuna journal file (``optuna.load_study`` and
-    ``optuna-dashboard`` open it, also while the sweep runs)."""
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-
-
 class PlanSearcher(Searcher):
-    """Baselines and seed replicates around an OptunaSearch (``astray.sweep.plan``).
+    """Hands Tune the plan's trials (``astray.sweep.plan``): baselines, seed replicates and
+    the configurations the plan asks Optuna for.
 
-    Tune asks this searcher for every trial; it hands out baselines and replicates
-    itself and asks Optuna only for new searched configurations, which Optuna is told
-    about once, with the mean of their replicates.
+    Holds no state of its own: the plan is rebuilt from the store and the Optuna journal
+    by every driver, so there is nothing for Tune's experiment snapshot to save.
     """
 
-    def __init__(self, inner: OptunaSearch, plan: TrialPlan) -> None:
-        self.inner = inner
+    def __init__(self, plan: TrialPlan) -> None:
+        super().__init__()
         self.plan = plan
-        super().__init__(metric=inner.metric, mode=inner.mode)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-        return self.inner.set_search_properties(metric, mode, config, **spec)
+        return True
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None | str:
-        out = self.plan.suggest(trial_id, self.inner.suggest)
-        return Searcher.FINISHED if out == "FINISHED" else out
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass  # no pruning: Optuna only ever sees a configuration's replicate mean
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        return self.plan.next_trial() or Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self.plan.complete(trial_id, result, error, self._tell)
-
-    def _tell(self, owner: str, mean: dict[str, Any] | None, error: bool) -> None:
-        # Ray keeps the Optuna trial of each asked trial id here (ray/tune/search/optuna);
-        # the attributes let optuna.load_study users find the configuration in the store.
-        ot_trial = getattr(self.inner, "_ot_trials", {}).get(owner)
-        if ot_trial is not None:
-            cid = self.plan.trials[owner][0]
-            ot_trial.set_user_attr("config_id", cid)
-            ot_trial.set_user_attr("replicates", len(self.plan.results[cid]))
-            ot_trial.set_user_attr("replicates_good", int((mean or {}).get("replicates", 0)))
-        self.inner.on_trial_complete(owner, result=mean, error=error)
+        pass  # the plan hears of it from StoreCallback, once the store has the trial's final row
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        pass  # nothing to save: see the class docstring
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-        # The journal outlives the driver: a configuration Optuna proposed after the last
-        # snapshot was never trained and is proposed afresh; close it as failed so the
-        # study shows no trial running forever. Tune logs an exception raised here and
-        # then waits forever for trials (Ray 2.60), so nothing may escape.
-        try:
-            close_orphans(self.inner)
-        except Exception as exc:  # noqa: BLE001 — a courtesy to the study, never a reason to stop
-            logging.getLogger("astray").warning("could not close orphaned Optuna trials: %s", exc)
-
-
-def close_orphans(inner: OptunaSearch) -> int:
-    """Mark RUNNING Optuna trials that no Tune trial owns as failed; returns how many."""
-    study = getattr(inner, "_ot_study", None)
-    if study is None:
-        return 0
-    known = {t.number for t in getattr(inner, "_ot_trials", {}).values()}
-    orphans = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if t.number not in known]
-    for number in orphans:
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
-    return len(orphans)
-
-
-def make_searcher(search: SearchConfig, study_name: str, journal: Path, base_seed: int) -> PlanSearcher:
-    """Multi-objective OptunaSearch on a journal file, wrapped with the sweep's baselines and repeats."""
-    sampler = make_sampler(search)
-    directions = [o.direction for o in search.parsed_objectives]
-    storage = optuna_storage(journal)
-    study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, directions=directions)
-    study.set_user_attr("repeats", search.repeats)
-    study.set_user_attr("objective_value", "mean over a configuration's seed replicates")
-    inner = OptunaSearch(
-        space=SearchSpace(search.params), metric=[o.metric for o in search.parsed_objectives],
-        mode=[o.mode for o in search.parsed_objectives], sampler=sampler, study_name=study_name,
-        storage=storage,
-    )
-    plan = TrialPlan(search.parsed_baselines, search.num_samples, search.repeats, base_seed,
-                     [o.metric for o in search.parsed_objectives])
-    return PlanSearcher(inner, plan)
-
-
-def unique_study_name(sweep_name: str) -> str:
-    return f"astray-{sweep_name}-{uuid.uuid4().hex[:8]}"
+        pass
 
 
 # --------------------------------------------------------------------------- trials
@@ -231,8 +127,16 @@ def trial_id() -> str:
 
 
 def train_run_name(trial_id: str) -> str:
-    """The Ray Train run of a multi-worker trial (``astray.sweep.checkpoints`` finds it by this)."""
+    """The Ray Train run of a multi-worker trial, named by astray's stable trial id: a Tune
+    retry and a resumed driver's new attempt both find its checkpoints (Train restores a
+    run of the same name), and so does ``astray.sweep.checkpoints``."""
     return f"train-{trial_id}"
+
+
+def trial_dirname(trial: Any) -> str:
+    """A Tune trial's folder: astray's stable trial id, then Ray's id of this attempt, so
+    ``astray.sweep.checkpoints`` finds every attempt's checkpoints by the stable id."""
+    return f"{trial.config['trial_id']}_{trial.trial_id}"
 
 
 @contextlib.contextmanager
@@ -312,32 +216,25 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
 # --------------------------------------------------------------------------- sweeps
 
 class StoreCallback(tune.Callback):
-    """Forwards Tune's driver-side trial events to a :class:`astray.sweep.recorder.SweepRecorder`.
-
-    Pickled into the experiment at construction and brought back by ``Tuner.restore``;
-    ``setup`` runs at the start of every ``fit`` and reloads what the store holds.
-    """
+    """Forwards Tune's driver-side trial events to a :class:`astray.sweep.recorder.SweepRecorder`."""
 
     def __init__(self, recorder: Any) -> None:
         self.recorder = recorder
 
-    def setup(self, **info: Any) -> None:
-        self.recorder.load_existing()
-
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.recorder.on_start(trial.trial_id, trial.config)
+        self.recorder.on_start(trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.recorder.on_result(trial.trial_id, trial.config, result)
+        self.recorder.on_result(trial.config, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.recorder.on_complete(trial.trial_id, trial.config)
+        self.recorder.on_complete(trial.config)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.recorder.on_error(trial.trial_id, trial.config, trial_error_text(trial))
+        self.recorder.on_error(trial.config, trial_error_text(trial))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.recorder.on_retry(trial.trial_id, trial.config)
+        self.recorder.on_retry(trial.config)
 
 
 def make_trainable(fn: Callable[..., Any], resources: dict[str, float], **params: Any) -> Any:
@@ -345,7 +242,7 @@ def make_trainable(fn: Callable[..., Any], resources: dict[str, float], **params
     return tune.with_resources(tune.with_parameters(fn, **params), resources)
 
 
-def make_tuner(trainable: Any, searcher: OptunaSearch, num_samples: int, max_concurrent: int,
+def make_tuner(trainable: Any, searcher: PlanSearcher, num_samples: int, max_concurrent: int,
                name: str, storage_path: str, callbacks: list[Any], max_failures: int,
                verbose: int = 0) -> tune.Tuner:
     """``verbose`` is Ray Tune's: 0 leaves the console to astray's own lines, 1 adds Ray's
@@ -353,21 +250,13 @@ def make_tuner(trainable: Any, searcher: OptunaSearch, num_samples: int, max_con
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
-                                    max_concurrent_trials=max_concurrent),
+                                    max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT,
                                                     checkpoint_score_attribute=CHECKPOINT_SCORE)),
     )
-
-
-def can_restore(path: str) -> bool:
-    return tune.Tuner.can_restore(path)
-
-
-def restore_tuner(path: str, trainable: Any) -> tune.Tuner:
-    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
 
 
 def trial_error_text(trial: Any) -> str:

@@ -1,6 +1,9 @@
-"""The sweep driver's bookkeeping: trial events in, store rows and a progress line out.
+"""The sweep driver's bookkeeping: trial events in, store rows, the plan's results and a
+progress line out.
 
-No Ray here: ``ray_adapter.StoreCallback`` forwards Tune's hooks to it.
+No Ray here: ``ray_adapter.StoreCallback`` forwards Tune's hooks to it. A trial is known
+by the stable id the plan gave it (``config["trial_id"]``), not by Ray's trial id, so an
+attempt a resumed driver starts writes the rows of the attempt it continues.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from astray.schema import (
     RUNNING,
     TERMINAL_STATUSES,
 )
+from astray.sweep.plan import TrialPlan
 from astray.sweep.store import ResultStore, read_trials, trial_summary
 from astray.sweep.trial_config import trial_run_config
 
@@ -36,27 +40,30 @@ def print_line(line: str) -> None:
 
 
 class SweepRecorder:
-    """Keeps each trial's row up to date in the store and prints a one-line summary."""
+    """Keeps each trial's row up to date in the store, tells the plan when a trial ends,
+    and prints a one-line summary.
 
-    def __init__(self, store: ResultStore, spec: SweepSpec, total_trials: int,
-                 echo: Callable[[str], None] | None = None) -> None:
+    Built with the store's rows (``load``) before the plan, which reads them; ``plan`` is
+    set once the plan exists.
+    """
+
+    def __init__(self, store: ResultStore, spec: SweepSpec, echo: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.spec = spec
-        self.total = total_trials
+        self.plan: TrialPlan | None = None
         self.echo = echo or print_line
         self.records: dict[str, dict[str, Any]] = {}
         self.epochs: dict[str, list[dict[str, Any]]] = {}
         self.steps: dict[str, list[dict[str, Any]]] = {}  # each trial's step trace (steps/)
 
-    def load_existing(self) -> None:
-        """Pick up the rows a previous driver wrote (``--resume``)."""
+    def load(self) -> SweepRecorder:
+        """Pick up the rows earlier drivers wrote (``--resume``)."""
         for rec in read_trials(self.store.root).to_pylist():
-            if rec["trial_id"] not in self.records:
-                self.records[rec["trial_id"]] = rec
-                self.epochs[rec["trial_id"]] = self.store.read_epochs(rec["trial_id"])
-                self.steps[rec["trial_id"]] = self.store.read_steps(rec["trial_id"])
+            self.records[rec["trial_id"]] = rec
+        return self
 
-    def _record(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    def _record(self, config: dict[str, Any]) -> dict[str, Any]:
+        trial_id = config["trial_id"]
         rec = self.records.get(trial_id)
         if rec is None:
             # The same resolution the trial applies, so the row names what really ran.
@@ -64,37 +71,44 @@ class SweepRecorder:
             kind = config.get("baseline_kind", KIND_SEARCHED)
             rec = {"trial_id": trial_id, "status": RUNNING, BASELINE_FLAG: kind != KIND_SEARCHED,
                    "baseline_kind": kind, "budget": resolved.training.epochs / self.spec.run.training.epochs,
-                   "config_id": config.get("config_id", trial_id), "replicate": config.get("replicate", 0),
+                   "config_id": config["config_id"], "replicate": config["replicate"],
                    "seed": resolved.training.seed, "epochs": 0, "error": None, "node_id": None,
                    "config_json": json.dumps(resolved.to_dict(), sort_keys=True)}
             settings = resolved.to_dict()
             for p in self.spec.search.params:  # the values the trial really trained with
                 rec[p.key] = get_dotted(settings, p.key)
             self.records[trial_id] = rec
-            # A resumed sweep starts from what the store already holds for this trial.
+        if trial_id not in self.epochs:
+            # An attempt that continues an earlier one starts from what the store holds.
             self.epochs[trial_id] = self.store.read_epochs(trial_id)
             self.steps[trial_id] = self.store.read_steps(trial_id)
         return rec
 
-    def on_start(self, trial_id: str, config: dict[str, Any]) -> None:
-        rec = self._record(trial_id, config)
+    def on_start(self, config: dict[str, Any]) -> None:
+        rec = self._record(config)
+        rec["status"], rec["error"] = RUNNING, None  # also an attempt that retries an error
         if rec.get("started_at") is None:
             rec["started_at"] = time.time()
         self.store.write_trial(rec)
 
-    def on_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
-        rec = self._record(trial_id, config)
+    def on_result(self, config: dict[str, Any], result: dict[str, Any]) -> None:
+        rec = self._record(config)
+        trial_id = rec["trial_id"]
+        # A resumed attempt's first report also carries the epochs it restored (epoch_rows):
+        # the store may lack the last of them if the previous driver died before writing it.
+        fresh = json.loads(result["epoch_rows"]) if "epoch_rows" in result else []
         if "epoch_row" in result:
-            row = json.loads(result["epoch_row"])
-            rows = [r for r in self.epochs[trial_id] if r["epoch"] != row["epoch"]] + [row]
-            rows.sort(key=lambda r: r["epoch"])
+            fresh.append(json.loads(result["epoch_row"]))
+        if fresh:
+            by_epoch = {r["epoch"]: r for r in self.epochs[trial_id]} | {r["epoch"]: r for r in fresh}
+            rows = [by_epoch[e] for e in sorted(by_epoch)]
             self.epochs[trial_id] = rows
             self.store.write_epochs(trial_id, rows)
             rec.update(trial_summary(trial_id, rows))
             if "steps_rows" in result:
-                fresh = json.loads(result["steps_rows"])
-                epochs = {r["epoch"] for r in fresh}
-                self.steps[trial_id] = [r for r in self.steps[trial_id] if r["epoch"] not in epochs] + fresh
+                trace = json.loads(result["steps_rows"])
+                epochs = {r["epoch"] for r in trace}
+                self.steps[trial_id] = [r for r in self.steps[trial_id] if r["epoch"] not in epochs] + trace
                 self.store.write_steps(trial_id, self.steps[trial_id])
         if result.get("status") == DIVERGED:
             rec["status"], rec["error"] = DIVERGED, result.get("error")
@@ -104,23 +118,28 @@ class SweepRecorder:
             rec["report_s"] = result["report_s"]
         self.store.write_trial(rec)
 
-    def on_complete(self, trial_id: str, config: dict[str, Any]) -> None:
-        rec = self._record(trial_id, config)
+    def on_complete(self, config: dict[str, Any]) -> None:
+        rec = self._record(config)
         if rec["status"] != DIVERGED:
             rec["status"], rec["error"] = COMPLETED, None
-        rec["ended_at"] = time.time()
-        self.store.write_trial(rec)
-        self.echo(self.summary_line())
+        self._ended(rec)
 
-    def on_error(self, trial_id: str, config: dict[str, Any], error: str) -> None:
-        rec = self._record(trial_id, config)
+    def on_error(self, config: dict[str, Any], error: str) -> None:
+        rec = self._record(config)
         rec["status"], rec["error"] = ERROR, error
+        self._ended(rec)
+
+    def _ended(self, rec: dict[str, Any]) -> None:
+        # The row first: a driver killed between the two leaves a row the next driver's
+        # plan reads (and tells Optuna about), never a tell without its row.
         rec["ended_at"] = time.time()
         self.store.write_trial(rec)
+        if self.plan is not None:
+            self.plan.finished(rec)
         self.echo(self.summary_line())
 
-    def on_retry(self, trial_id: str, config: dict[str, Any]) -> None:
-        rec = self._record(trial_id, config)
+    def on_retry(self, config: dict[str, Any]) -> None:
+        rec = self._record(config)
         rec["status"] = RETRYING
         self.store.write_trial(rec)
 
@@ -129,7 +148,8 @@ class SweepRecorder:
         finished = [r for r in self.records.values() if r["status"] in TERMINAL_STATUSES]
         good = [r for r in finished if r["status"] == COMPLETED and not _nan(r.get("val_acc"))]
         failed = len(finished) - len(good)
-        parts = [f"[astray] trials {len(finished)}/{self.total} done" + (f" ({failed} failed)" if failed else "")]
+        total = self.plan.total if self.plan is not None else len(self.records)
+        parts = [f"[astray] trials {len(finished)}/{total} done" + (f" ({failed} failed)" if failed else "")]
         if good:
             best = max(good, key=lambda r: r["val_acc"])
             low = min(good, key=lambda r: r["energy_j"])

@@ -1,23 +1,35 @@
-"""Run a sweep: check everything Ray-free first, then start Ray, the searcher and the store.
+"""Run a sweep: check everything Ray-free first, then start Ray, the plan and the store.
 
-Optuna searches the config's ``search.space`` on Ray Tune as a multi-objective study
-(default: validation accuracy up, energy down). A sweep also trains its baselines
+Optuna searches the config's ``search.space`` as a multi-objective study (default:
+validation accuracy up, energy down), on Ray Tune. A sweep also trains its baselines
 (dense at each budget, random subsets), and every configuration ``search.repeats``
 times (``astray.sweep.plan``). Results land in the Parquet store at
 ``<sweep.results_dir>/<sweep.name>/``, the Optuna study in ``optuna/journal.log`` there.
-The command is ``astray.cli.tune``.
+
+A fresh driver and a ``--resume`` one run the same way: the plan is built from the store
+and the journal, and a new Ray Tune run trains what the plan still lacks
+(docs/design.md §9). A run that ends with planned trials missing (Ctrl+C, a lost
+driver's Ray run) raises :class:`astray.errors.SweepIncomplete`. The command is
+``astray.cli.tune``.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import functools
 import os
+import sys
 from pathlib import Path
 
 from astray.config.sweep import SweepSpec
+from astray.errors import SweepIncomplete
 from astray.sweep import ray_adapter
-from astray.sweep.provenance import manifest
+from astray.sweep.checkpoints import resume_point
+from astray.sweep.plan import TrialPlan
+from astray.sweep.provenance import git_commit, manifest
 from astray.sweep.recorder import SweepRecorder
 from astray.sweep.store import ResultStore
+from astray.sweep.study import SweepStudy, unique_study_name
 from astray.sweep.trainable import astray_trial
 from astray.sweep.trial_config import (
     check_before_start,
@@ -35,7 +47,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
     paths = sweep_paths(spec)
     root = paths.store
     search = spec.search
-    total = search.trials_per_sweep
     address = address or os.environ.get("RAY_ADDRESS")
     check_data_on_driver(spec)
     cluster = ray_adapter.init(address, num_cpus=num_cpus)
@@ -43,34 +54,51 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
         waiting = check_trial_fits(spec.resources, ray_adapter.node_resources())
         if waiting:
             print(waiting, flush=True)
-        trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
-                                               spec=spec, storage=paths.storage)
-        store = ResultStore(root, {p.key: p.arrow_type() for p in spec.search.params}).open()
+        store = ResultStore(root, {p.key: p.arrow_type() for p in search.params})
+        # The manifest comes first: from here on a killed driver leaves a sweep --resume finds.
         if resume:
-            print(f"[astray] resuming sweep {spec.sweep.name} from {paths.experiment}", flush=True)
-            tuner = ray_adapter.restore_tuner(paths.experiment, trainable)
+            study_name = store.read_manifest()["study_name"]
+            store.add_resume({"at": _now(), "command": " ".join(sys.argv), "git_commit": git_commit(),
+                              "cluster_resources": cluster})
         else:
-            study = ray_adapter.unique_study_name(spec.sweep.name)
-            store.write_manifest(manifest(resolved_sweep_config(spec), study_name=study, cluster_resources=cluster,
-                                          total_trials=total, storage_path=paths.storage,
+            study_name = unique_study_name(spec.sweep.name)
+            store.write_manifest(manifest(resolved_sweep_config(spec), study_name=study_name, cluster_resources=cluster,
+                                          total_trials=search.trials_per_sweep, storage_path=paths.storage,
                                           optuna_storage=optuna_storage_entry(paths.journal)))
-            searcher = ray_adapter.make_searcher(search, study, paths.journal, spec.run.training.seed)
-            recorder = SweepRecorder(store, spec, total)
-            tuner = ray_adapter.make_tuner(trainable, searcher, total, search.max_concurrent,
-                                           spec.sweep.name, paths.storage,
-                                           [ray_adapter.StoreCallback(recorder),
-                                            *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)],
-                                           spec.sweep.max_failures, verbose)
-            baselines = ", ".join(b.config_id for b in search.parsed_baselines) or "none"
-            print(f"[astray] sweep {spec.sweep.name}: {search.num_samples} searched configurations + baselines "
-                  f"({baselines}), {search.repeats} seed(s) each = {total} trials, {search.max_concurrent} at a "
-                  f"time, objectives {', '.join(f'{o.metric} ({o.mode})' for o in search.parsed_objectives)}; "
-                  f"store {root}; Optuna study {study} in {paths.journal}", flush=True)
-        tuner.fit()
+        store.open()
+        study = SweepStudy(search, study_name, paths.journal)
+        study.close_orphans()
+        recorder = SweepRecorder(store, spec).load()
+        plan = recorder.plan = TrialPlan(search.parsed_baselines, search.num_samples, search.repeats,
+                                         spec.run.training.seed, [o.metric for o in search.parsed_objectives],
+                                         study, recorder.records.values(),
+                                         checkpoint_of=functools.partial(resume_point, paths.storage))
+        print(start_line(spec, plan, resume, root, study_name, paths.journal), flush=True)
+        if plan.to_train():
+            trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
+                                                   spec=spec, storage=paths.storage)
+            callbacks = [ray_adapter.StoreCallback(recorder),
+                         *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
+            ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(plan), plan.to_train(), search.max_concurrent,
+                                   spec.sweep.name, paths.storage, callbacks, spec.sweep.max_failures, verbose).fit()
     finally:
         ray_adapter.shutdown()
+    if plan.missing():
+        raise SweepIncomplete(plan.missing_line(spec.sweep.name))
     print(f"[astray] sweep {spec.sweep.name} finished; results in {root}", flush=True)
     return root
+
+
+def start_line(spec: SweepSpec, plan: TrialPlan, resume: bool, root: Path, study: str, journal: Path) -> str:
+    search = spec.search
+    if resume:
+        return (f"[astray] resuming sweep {spec.sweep.name}: {plan.to_train()} of {plan.total} planned trials to "
+                f"train, {search.max_concurrent} at a time; store {root}; Optuna study {study} in {journal}")
+    baselines = ", ".join(b.config_id for b in search.parsed_baselines) or "none"
+    return (f"[astray] sweep {spec.sweep.name}: {search.num_samples} searched configurations + baselines "
+            f"({baselines}), {search.repeats} seed(s) each = {plan.total} trials, {search.max_concurrent} at a "
+            f"time, objectives {', '.join(f'{o.metric} ({o.mode})' for o in search.parsed_objectives)}; "
+            f"store {root}; Optuna study {study} in {journal}")
 
 
 def optuna_storage_entry(journal: Path) -> dict[str, str]:
@@ -79,3 +107,7 @@ def optuna_storage_entry(journal: Path) -> dict[str, str]:
             "open_with": "optuna.load_study(study_name=<study_name>, storage=optuna.storages.JournalStorage("
                          f"optuna.storages.journal.JournalFileBackend({str(journal)!r})))",
             "dashboard": f"optuna-dashboard {journal}"}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()

@@ -109,7 +109,17 @@ class ResultStore:
         return self
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         write_text(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+    def read_manifest(self) -> dict[str, Any]:
+        return json.loads((self.root / MANIFEST).read_text())
+
+    def add_resume(self, entry: dict[str, Any]) -> None:
+        """Record a ``--resume`` (when, the command, code version) in the manifest's ``resumes``."""
+        manifest = self.read_manifest()
+        manifest["resumes"] = [*manifest.get("resumes", []), entry]
+        self.write_manifest(manifest)
 
     def write_epochs(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         """Replace the trial's epoch rows; a later row for the same epoch wins."""

@@ -12,6 +12,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,67 @@ from astray.engine.trainer import run
 from astray.errors import TrainingDiverged
 from astray.schema import BASELINE_FLAG, DIVERGED, KIND_SEARCHED, OBJECTIVE_METRICS, RUNNING
 from astray.sweep import ray_adapter
+from astray.sweep.checkpoints import copy_checkpoint
 from astray.sweep.store import trial_summary
 from astray.sweep.trial_config import trial_run_config
 
 
 def running_metrics(rows: list[dict[str, Any]], row: dict[str, Any], extra: dict[str, Any],
-                    steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                    steps: list[dict[str, Any]] | None = None, history: bool = False) -> dict[str, Any]:
     """An epoch's report: the trial summary so far, and the epoch's row (and its step
-    trace, when the run keeps one) for the store."""
+    trace, when the run keeps one) for the store; with ``history``, every row so far."""
     summary = trial_summary("", rows)
     summary.pop("trial_id")
     out = {**summary, **extra, "status": RUNNING, "error": "", "epoch_row": json.dumps(row)}
+    if history:
+        out["epoch_rows"] = json.dumps(rows)
     if steps:
         out["steps_rows"] = json.dumps(steps)  # NaN travels as JSON's NaN, which json.loads reads back
     return out
+
+
+class EpochReporter:
+    """The ``report`` a trial's training run calls after each epoch: the running summary
+    and the epoch's row to Ray, with the epoch's files as the checkpoint.
+
+    An attempt that resumed from a checkpoint also re-sends the epochs it restored, once:
+    a driver killed after Ray saved a checkpoint but before it wrote that epoch's row to
+    the store never got the row (the store rewrites an epoch idempotently). When the
+    checkpoint already held every epoch, the run reports nothing, so :meth:`catch_up`
+    sends them.
+    """
+
+    def __init__(self, extra: dict[str, Any], every: int, resumed: bool,
+                 send: Callable[[dict[str, Any], list[Path] | None], None], primary: bool = True) -> None:
+        self.extra, self.every, self.send, self.primary = extra, every, send, primary
+        self.history_due = resumed
+
+    def __call__(self, row: dict[str, Any], out: Path, improved: bool = False, final: bool = False,
+                 steps: list[dict[str, Any]] | None = None) -> None:
+        if not self.primary:
+            # Ray Train's report is a barrier: every rank calls it; the primary's files exist (rule 5).
+            self.send({"epoch": row["epoch"]}, None)
+            self.history_due = False
+            return
+        t0 = time.perf_counter()
+        rows = read_metrics(out / METRICS)
+        metrics = {**running_metrics(rows, row, self.extra, steps, history=self.history_due),
+                   ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
+        self.send(metrics, handed_files(row, out, self.every, improved, final))
+        self.history_due = False
+        # Time spent handing results and checkpoints to Ray, carried in the next report.
+        self.extra["report_s"] = self.extra.get("report_s", 0.0) + time.perf_counter() - t0
+
+    def catch_up(self, out: Path) -> None:
+        """After the run: re-send the restored epochs if no epoch report carried them."""
+        if not self.history_due:
+            return
+        self.history_due = False
+        rows = read_metrics(out / METRICS) if (out / METRICS).exists() else []
+        if not self.primary:
+            self.send({"epoch": rows[-1]["epoch"] if rows else 0}, None)
+        elif rows:
+            self.send(running_metrics(rows, rows[-1], self.extra, history=True), None)
 
 
 def handed_files(row: dict[str, Any], out: Path, every: int, improved: bool, final: bool) -> list[Path]:
@@ -66,35 +114,31 @@ def diverged_metrics(exc: Exception, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
-    """The Tune function trainable; ``storage`` is the driver's resolved Ray storage path."""
-    tid = ray_adapter.trial_id()
-    work = Path(tempfile.gettempdir()) / "astray-trials" / f"{spec.sweep.name}-{tid}"
+    """The Tune function trainable; ``storage`` is the driver's resolved Ray storage path.
+
+    ``config`` comes from ``astray.sweep.plan``: its ``trial_id`` is astray's stable id of
+    the trial, and ``resume_from`` the checkpoint an earlier attempt (of a driver that
+    died) left, used when Tune has none of its own for this attempt.
+    """
+    work = Path(tempfile.gettempdir()) / "astray-trials" / f"{spec.sweep.name}-{ray_adapter.trial_id()}"
     raw = trial_run_config(spec, config, work)
     extra = {BASELINE_FLAG: config.get("baseline_kind", KIND_SEARCHED) != KIND_SEARCHED,
              "node_ids": ray_adapter.node_id()}
     if spec.resources.workers_per_trial > 1:
-        ray_adapter.run_torch_trainer(_worker_loop, {"raw": raw, "extra": extra,
-                                                     "every": spec.sweep.checkpoint_every_epochs}, spec.resources,
-                                      name=ray_adapter.train_run_name(tid), storage_path=storage)
+        loop_config = {"raw": raw, "extra": extra, "every": spec.sweep.checkpoint_every_epochs,
+                       "resume_from": config.get("resume_from")}
+        ray_adapter.run_torch_trainer(_worker_loop, loop_config, spec.resources,
+                                      name=ray_adapter.train_run_name(config["trial_id"]), storage_path=storage)
         return
     every = spec.sweep.checkpoint_every_epochs
     shutil.rmtree(work, ignore_errors=True)
     try:
-        resume = ray_adapter.restore_checkpoint_into(work)
+        resume = ray_adapter.restore_checkpoint_into(work) or copy_checkpoint(config.get("resume_from"), work)
         cfg = build_config(raw)
-
-        def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False,
-                   steps: list[dict[str, Any]] | None = None) -> None:
-            t0 = time.perf_counter()
-            rows = read_metrics(out / METRICS)
-            metrics = {**running_metrics(rows, row, extra, steps),
-                       ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
-            ray_adapter.report(metrics, handed_files(row, out, every, improved, final))
-            # Time spent handing results and checkpoints to Ray, carried in the next report.
-            extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0
-
+        report = EpochReporter(extra, every, resume, ray_adapter.report)
         try:
             run(cfg, resume=resume, report=report)
+            report.catch_up(work)
         except TrainingDiverged as exc:
             ray_adapter.report(diverged_metrics(exc, extra))
     finally:
@@ -110,26 +154,14 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     extra["node_ids"] = ",".join(sorted(set(ddp.gather_objects(ray_adapter.node_id()))))
     # Every rank restores the same checkpoint: optimizer, controller, score table and
     # epoch must match on all ranks, not just the weights DDP broadcasts.
-    resume = ray_adapter.restore_checkpoint_into(work, in_train_worker=True)
+    resume = (ray_adapter.restore_checkpoint_into(work, in_train_worker=True)
+              or copy_checkpoint(loop_config.get("resume_from"), work))
     cfg = build_config(raw)
-
-    every = loop_config.get("every", 1)
-
-    def report(row: dict[str, Any], out: Path, improved: bool = False, final: bool = False,
-               steps: list[dict[str, Any]] | None = None) -> None:
-        # Ray Train's report is a barrier: every rank calls it; the primary's files exist (rule 5).
-        if ddp.is_primary():
-            t0 = time.perf_counter()
-            rows = read_metrics(out / METRICS)
-            metrics = {**running_metrics(rows, row, extra, steps),
-                       ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
-            ray_adapter.train_worker_report(metrics, handed_files(row, out, every, improved, final))
-            extra["report_s"] = extra.get("report_s", 0.0) + time.perf_counter() - t0
-        else:
-            ray_adapter.train_worker_report({"epoch": row["epoch"]}, None)
-
+    report = EpochReporter(extra, loop_config.get("every", 1), resume, ray_adapter.train_worker_report,
+                           primary=ddp.is_primary())
     try:
         run(cfg, resume=resume, report=report)
+        report.catch_up(work)
     except TrainingDiverged as exc:
         ray_adapter.train_worker_report(diverged_metrics(exc, extra), None)
     finally:

@@ -4,6 +4,7 @@ it starts: pure config policy, no Ray."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,12 @@ from astray.engine.data import build_datasets
 from astray.engine.models import check_model_name
 from astray.errors import ConfigError
 from astray.schema import KIND_SEARCHED
+from astray.sweep.store import MANIFEST
+
+# What a --resume may change: how trials are placed, retried, checkpointed and logged,
+# never what they train. (results_dir and storage find the sweep: a moved one still resumes.)
+RESUME_MAY_CHANGE = ("search.max_concurrent", "sweep.max_failures", "sweep.loggers",
+                     "sweep.checkpoint_every_epochs", "sweep.results_dir", "sweep.storage", "resources.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +49,46 @@ def sweep_paths(spec: SweepSpec) -> SweepPaths:
 
 
 def check_before_start(spec: SweepSpec, resume: bool) -> None:
-    """Everything that can be checked without Ray; nothing is written."""
+    """Everything that can be checked without Ray; nothing is written.
+
+    A sweep exists once its manifest (``sweep.json``) does: the driver writes it before
+    anything else, so a driver killed at any later moment leaves a sweep ``--resume`` finds.
+    """
     check_model_name(spec.run.model.name)
     paths = sweep_paths(spec)
+    manifest = paths.store / MANIFEST
     if resume:
-        if paths.local and not Path(paths.experiment, "tuner.pkl").exists():
-            raise ConfigError(f"--resume: no sweep to resume at {paths.experiment!r} "
-                              f"(sweep.name={spec.sweep.name!r}, sweep.results_dir={spec.sweep.results_dir!r})")
-    elif (paths.store / "trials").exists() or (paths.local and Path(paths.experiment).exists()):
+        if not manifest.is_file():
+            raise ConfigError(f"--resume: no sweep to resume at {str(paths.store)!r} (no {MANIFEST}; "
+                              f"sweep.name={spec.sweep.name!r}, sweep.results_dir={spec.sweep.results_dir!r})")
+        check_resume_matches(spec, json.loads(manifest.read_text()))
+    elif manifest.exists() or (paths.store / "trials").exists() or (paths.local and Path(paths.experiment).exists()):
         raise ConfigError(f"sweep.name={spec.sweep.name!r} already has results at {str(paths.store)!r}; "
                           "pass --resume to finish it, or choose another sweep.name")
+
+
+def check_resume_matches(spec: SweepSpec, manifest: dict[str, Any]) -> None:
+    """``--resume`` trains the rest of the sweep ``sweep.json`` describes: a config that
+    would train something else (another epoch count, space, seed ...) is refused in one
+    line naming the first key that differs. Keys an older astray did not record are not
+    compared."""
+    now = _flat(json.loads(json.dumps(resolved_sweep_config(spec), default=str)))
+    then = _flat(manifest.get("config") or {})
+    for key in sorted(now.keys() & then.keys()):
+        if now[key] != then[key] and not key.startswith(RESUME_MAY_CHANGE):
+            raise ConfigError(f"--resume: {key}={now[key]!r}, but sweep {spec.sweep.name!r} started with "
+                              f"{then[key]!r} ({MANIFEST}); resume with the config and --set values it started "
+                              f"with (a resume may change only {', '.join(RESUME_MAY_CHANGE)})")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def check_data_on_driver(spec: SweepSpec) -> None:

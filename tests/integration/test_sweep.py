@@ -7,11 +7,8 @@ import os
 import signal
 import subprocess
 import time
-import wsgiref.util
 
 import duckdb
-import optuna
-import optuna_dashboard
 import pandas as pd
 import polars as pl
 import pyarrow.dataset as pads
@@ -142,89 +139,6 @@ def test_bad_search_space_fails_before_ray_starts(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "ast.target_activation" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
-
-
-def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
-    """Baselines and replicates: (searched + baselines) x repeats trials, through a SIGKILL
-    of the driver, with Optuna's study in the store holding each configuration's mean."""
-    args = _sweep_args(tmp_path, "res", **{
-        "search.num_samples": 2, "search.max_concurrent": 2, "training.epochs": 2, "training.seed": 5,
-        "search.baselines": "{dense_budgets: [1.0, 0.5], random: [0.3]}", "search.repeats": 2})
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    driver = subprocess.Popen([PYTHON, "-m", "astray.tune", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    root = tmp_path / "res"
-    deadline = time.monotonic() + 400
-    done_before: pd.DataFrame | None = None
-    while time.monotonic() < deadline and driver.poll() is None:
-        if (root / "trials").exists():
-            t = read_trials(root).to_pandas()
-            if len(t) and (t["status"] == "completed").sum() >= 1:
-                time.sleep(3)  # let the experiment snapshot record the completion
-                done_before = read_epochs(root).to_pandas()
-                break
-        time.sleep(1)
-    assert driver.poll() is None, "the sweep finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-    driver.wait()
-    finished = set(read_trials(root).to_pandas().query("status == 'completed'")["trial_id"])
-    assert finished
-
-    proc = _tune(args + ["--resume"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    trials = read_trials(root).to_pandas()
-    assert len(trials) == (2 + 3) * 2 and trials["trial_id"].is_unique
-    assert set(trials["status"]) == {"completed"}
-    per_config = trials.groupby("config_id").agg(kind=("baseline_kind", "first"), n=("trial_id", "size"),
-                                                 seeds=("seed", lambda s: sorted(s)),
-                                                 epochs=("epochs", "first"), budget=("budget", "first"))
-    assert per_config.loc["dense@1"].tolist() == ["dense", 2, [5, 6], 2, 1.0]
-    assert per_config.loc["dense@0.5"].tolist() == ["dense", 2, [5, 6], 1, 0.5]
-    assert per_config.loc["random@0.3"].tolist() == ["random", 2, [5, 6], 2, 1.0]
-    searched = per_config[per_config["kind"] == ""]
-    assert len(searched) == 2 and all(s == [5, 6] for s in searched["seeds"])
-    assert trials["is_baseline"].sum() == 6
-    strategies = {c: json.loads(j)["ast"]["strategy"] for c, j in zip(trials["config_id"], trials["config_json"])}
-    assert strategies["dense@0.5"] == "dense" and strategies["random@0.3"] == "random"
-    epochs = read_epochs(root).to_pandas()
-    assert len(epochs) == trials["epochs"].sum() and not epochs.duplicated(["trial_id", "epoch"]).any()
-    # Trials finished before the kill were not trained again: their rows are untouched.
-    key = ["trial_id", "epoch", "train_time_s", "val_acc"]
-    before = done_before[done_before["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
-    after = epochs[epochs["trial_id"].isin(finished)][key].sort_values(key[:2]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(before, after)
-
-    # The study lives in the store: optuna.load_study reads each searched configuration
-    # once, with the mean of its replicates as the objective values.
-    manifest = json.loads((root / "sweep.json").read_text())
-    journal = manifest["optuna_storage"]["path"]
-    assert journal == str((root / "optuna" / "journal.log").resolve())
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
-    study = optuna.load_study(study_name=manifest["study_name"], storage=storage)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert sorted(t.user_attrs["config_id"] for t in done) == sorted(searched.index)
-    for t in done:
-        rows = trials[trials["config_id"] == t.user_attrs["config_id"]]
-        assert t.values == pytest.approx([rows["val_acc"].mean(), rows["energy_j"].mean()])
-        assert t.params["ast.kp"] == pytest.approx(rows["ast.kp"].iloc[0])
-    # optuna-dashboard serves the same study from the journal file (its WSGI app, no server).
-    dashboard = _wsgi_get(optuna_dashboard.wsgi(storage), "/api/studies")
-    (summary,) = dashboard["study_summaries"]
-    assert summary["study_name"] == manifest["study_name"]
-    served = _wsgi_get(optuna_dashboard.wsgi(storage), f"/api/studies/{summary['study_id']}")
-    assert sorted(t["values"] for t in served["trials"] if t["state"] == "Complete") == \
-        sorted(t.values for t in done)
-
-
-def _wsgi_get(app, path: str) -> dict:
-    environ: dict = {}
-    wsgiref.util.setup_testing_defaults(environ)
-    environ["PATH_INFO"] = path
-    status: list[str] = []
-    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
-    assert status[0].startswith("200"), (path, status, body[:500])
-    return json.loads(body)
 
 
 def wait_for_epochs(driver: subprocess.Popen, root: os.PathLike, n: int, timeout_s: float = 300) -> pd.DataFrame:

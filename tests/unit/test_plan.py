@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
+from collections import Counter
 
 import optuna
 import pytest
@@ -12,6 +13,7 @@ from astray.config.load import build_config
 from astray.config.sweep import Baseline, budget_epochs, load_sweep
 from astray.errors import ConfigError
 from astray.sweep.plan import TrialPlan, replicate_mean
+from astray.sweep.study import SweepStudy
 from astray.sweep.trial_config import trial_run_config
 from tests.conftest import REPO
 
@@ -20,100 +22,146 @@ METRICS = ["val_acc", "energy_j"]
 BASELINES = [Baseline("dense", 1.0), Baseline("dense", 0.5), Baseline("random", 0.3)]
 
 
-class Study:
-    """A real in-memory Optuna study behind the plan's ask/tell (the searcher's role)."""
-
-    def __init__(self) -> None:
-        self.study = optuna.create_study(directions=["maximize", "minimize"],
-                                         sampler=optuna.samplers.RandomSampler(seed=0))
-        self.trials: dict[str, optuna.Trial] = {}
-        self.asked: list[str] = []
-        self.told: list[tuple[str, dict | None, bool]] = []
-
-    def ask(self, trial_id: str) -> dict:
-        self.asked.append(trial_id)
-        t = self.trials[trial_id] = self.study.ask()
-        return {"ast.kp": t.suggest_float("ast.kp", 0.1, 5.0)}
-
-    def tell(self, trial_id: str, result: dict | None, error: bool) -> None:
-        self.told.append((trial_id, result, error))
-        if error:
-            self.study.tell(self.trials[trial_id], state=optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(self.trials[trial_id], [result[m] for m in METRICS])
+SPEC = load_sweep(QUICK, ["search.space={ast.kp: {type: loguniform, low: 0.1, high: 5.0}}", "search.sampler=random"])
 
 
-def hand_out(plan: TrialPlan, opt: Study, n: int) -> list[dict]:
+def study(tmp_path, name: str = "s") -> SweepStudy:
+    """A real Optuna study in a journal file, as a sweep keeps it."""
+    return SweepStudy(SPEC.search, name, tmp_path / "journal.log")
+
+
+def plan_of(tmp_path, baselines=BASELINES, num_samples=2, repeats=2, base_seed=0, records=(), **kw) -> TrialPlan:
+    return TrialPlan(baselines, num_samples, repeats, base_seed, METRICS, study(tmp_path), records, **kw)
+
+
+def hand_out(plan: TrialPlan, n: int) -> list[dict]:
     out = []
     for i in range(n):
-        cfg = plan.suggest(f"t{len(plan.trials)}", opt.ask)
+        cfg = plan.next_trial()
         assert isinstance(cfg, dict), (i, cfg)
         out.append(cfg)
     return out
 
 
-def test_baselines_first_then_searched_each_repeated_with_consecutive_seeds():
-    plan, opt = TrialPlan(BASELINES, num_samples=2, repeats=3, base_seed=10, metrics=METRICS), Study()
-    assert plan.total == 15
-    configs = hand_out(plan, opt, 15)
-    assert plan.suggest("t-extra", opt.ask) == "FINISHED"
+def row(cfg: dict, status: str = "completed", val_acc: float = 0.9, energy_j: float = 100.0) -> dict:
+    """The store row the recorder writes when a handed-out trial ends."""
+    return {"trial_id": cfg["trial_id"], "config_id": cfg["config_id"], "replicate": cfg["replicate"],
+            "status": status, "val_acc": val_acc, "energy_j": energy_j}
+
+
+def journal_tells(tmp_path) -> Counter:
+    """How often the journal records each Optuna trial finishing (told)."""
+    ops = [json.loads(line) for line in (tmp_path / "journal.log").read_text().splitlines()]
+    return Counter(op["trial_id"] for op in ops if op["op_code"] == 6)  # SET_TRIAL_STATE_VALUES
+
+
+def test_baselines_first_then_searched_each_repeated_with_consecutive_seeds(tmp_path):
+    plan = plan_of(tmp_path, num_samples=2, repeats=3, base_seed=10)
+    assert plan.total == 15 and plan.to_train() == 15
+    configs = hand_out(plan, 15)
+    assert plan.next_trial() is None and plan.to_train() == 0
     ids = [c["config_id"] for c in configs]
     assert ids == (["dense@1"] * 3 + ["dense@0.5"] * 3 + ["random@0.3"] * 3
                    + ["search-0000"] * 3 + ["search-0001"] * 3)
     assert [c["seed"] for c in configs] == [10, 11, 12] * 5
     assert [c["replicate"] for c in configs] == [0, 1, 2] * 5
+    # Stable trial ids: the store and Ray's folders know a trial by its configuration and replicate.
+    assert [c["trial_id"] for c in configs[:3]] == ["dense@1-r0", "dense@1-r1", "dense@1-r2"]
+    assert all(c["resume_from"] is None for c in configs)
     assert [c["baseline_kind"] for c in configs[:9]] == ["dense"] * 6 + ["random"] * 3
     assert all(c["baseline_kind"] == "" for c in configs[9:])
-    # Optuna is asked once per searched configuration, and its values go to every replicate.
-    assert opt.asked == ["t9", "t12"]
-    kp = [t.params["ast.kp"] for t in opt.study.trials]
-    assert {c["ast.kp"] for c in configs[9:12]} == {kp[0]} and {c["ast.kp"] for c in configs[12:]} == {kp[1]}
+    # Optuna is asked once per searched configuration, and its values go to every replicate;
+    # the journal labels each proposal with its configuration.
+    trials = plan.study.study.trials
+    assert [t.user_attrs["config_id"] for t in trials] == ["search-0000", "search-0001"]
+    assert {c["ast.kp"] for c in configs[9:12]} == {trials[0].params["ast.kp"]}
+    assert {c["ast.kp"] for c in configs[12:]} == {trials[1].params["ast.kp"]}
     assert all("ast.kp" not in c for c in configs[:9])
 
 
-def test_optuna_is_told_the_replicate_mean_once_all_replicates_finish_and_never_about_baselines():
-    plan, opt = TrialPlan(BASELINES[:1], num_samples=1, repeats=3, base_seed=0, metrics=METRICS), Study()
-    hand_out(plan, opt, 6)  # t0..t2 baseline, t3..t5 searched
-    for tid in ("t0", "t1", "t2"):
-        plan.complete(tid, {"val_acc": 0.9, "energy_j": 100.0}, False, opt.tell)
-    assert opt.told == []
-    plan.complete("t4", {"val_acc": 0.8, "energy_j": 40.0}, False, opt.tell)
-    plan.complete("t3", {"val_acc": 0.6, "energy_j": 50.0}, False, opt.tell)
-    assert opt.told == []
+def test_optuna_is_told_the_replicate_mean_once_all_replicates_finish_and_never_about_baselines(tmp_path):
+    plan = plan_of(tmp_path, baselines=BASELINES[:1], num_samples=1, repeats=3)
+    configs = hand_out(plan, 6)  # 3 baseline, 3 searched
+    for c in configs[:3]:
+        plan.finished(row(c))
+    plan.finished(row(configs[4], val_acc=0.8, energy_j=40.0))
+    plan.finished(row(configs[3], val_acc=0.6, energy_j=50.0))
+    (trial,) = plan.study.study.trials
+    assert trial.state == optuna.trial.TrialState.RUNNING
     # A diverged replicate (NaN objectives) is recorded but left out of the mean.
-    plan.complete("t5", {"val_acc": math.nan, "energy_j": 30.0}, False, opt.tell)
-    (owner, mean, error), = opt.told
-    assert owner == "t3" and not error
-    assert mean["val_acc"] == pytest.approx(0.7) and mean["energy_j"] == pytest.approx(45.0)
-    assert mean["replicates"] == 2
-    (trial,) = opt.study.trials
-    assert trial.values == pytest.approx([0.7, 45.0])
+    plan.finished(row(configs[5], status="diverged", val_acc=math.nan, energy_j=30.0))
+    (trial,) = plan.study.study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == pytest.approx([0.7, 45.0])
+    assert plan.missing() == []
 
 
-def test_a_configuration_whose_replicates_all_failed_is_told_as_an_error():
-    plan, opt = TrialPlan([], num_samples=1, repeats=2, base_seed=0, metrics=METRICS), Study()
-    hand_out(plan, opt, 2)
-    plan.complete("t0", None, True, opt.tell)
-    plan.complete("t1", {"val_acc": math.inf, "energy_j": 1.0}, False, opt.tell)
-    assert opt.told == [("t0", None, True)]
-    assert opt.study.trials[0].state == optuna.trial.TrialState.FAIL
+def test_a_configuration_whose_replicates_all_failed_is_told_as_failed(tmp_path):
+    plan = plan_of(tmp_path, baselines=[], num_samples=1, repeats=2)
+    a, b = hand_out(plan, 2)
+    plan.finished(row(a, status="error", val_acc=math.nan))
+    plan.finished(row(b, val_acc=math.inf, energy_j=1.0))
+    assert plan.study.study.trials[0].state == optuna.trial.TrialState.FAIL
 
 
-def test_the_plan_survives_pickling_mid_sweep():
-    plan, opt = TrialPlan(BASELINES[:1], num_samples=2, repeats=2, base_seed=0, metrics=METRICS), Study()
-    hand_out(plan, opt, 3)
-    plan.complete("t2", {"val_acc": 0.5, "energy_j": 5.0}, False, opt.tell)
-    again = pickle.loads(pickle.dumps(plan))
-    rest = hand_out(again, opt, 3)
-    assert [c["config_id"] for c in rest] == ["search-0000", "search-0001", "search-0001"]
-    again.complete("t3", {"val_acc": 0.7, "energy_j": 7.0}, False, opt.tell)
-    assert opt.told[-1][0] == "t2" and opt.told[-1][1]["val_acc"] == pytest.approx(0.6)
+def test_a_rebuilt_plan_hands_out_exactly_what_the_store_lacks_under_the_earlier_ids(tmp_path):
+    """A driver dies with trials done, running and not yet started; the next one, built
+    from the store's rows and the journal, trains the rest and nothing twice."""
+    first = plan_of(tmp_path)
+    configs = hand_out(first, 7)  # every baseline, and search-0000's first replicate
+    rows = [row(c) for c in configs[:4]]
+    rows.append(row(configs[4], status="running"))  # random@0.3 r0: its driver died mid-training
+    rows.append(row(configs[5], status="error"))  # random@0.3 r1: out of retries; --resume retries it
+    # search-0000 r0 was handed to Ray, which never started it: no row.
+    found = []
+    again = TrialPlan(BASELINES, 2, 2, 0, METRICS, study(tmp_path), rows,
+                      checkpoint_of=lambda tid: found.append(tid) or f"/ckpt/{tid}")
+    assert again.to_train() == 2 + 2 + 2  # random@0.3 x2, search-0000 x2, search-0001 x2
+    rest = hand_out(again, 6)
+    assert again.next_trial() is None
+    assert [(c["config_id"], c["replicate"]) for c in rest] == [
+        ("random@0.3", 0), ("random@0.3", 1), ("search-0000", 0), ("search-0000", 1), ("search-0001", 0),
+        ("search-0001", 1)]
+    # An attempt that continues one the store knows keeps its id, from its last checkpoint.
+    assert rest[0]["trial_id"] == "random@0.3-r0" and rest[0]["resume_from"] == "/ckpt/random@0.3-r0"
+    assert found == ["random@0.3-r0", "random@0.3-r1"] and rest[2]["resume_from"] is None
+    # The searched configuration Optuna proposed before the kill is trained as proposed,
+    # not proposed again; the next one continues the numbering.
+    trials = again.study.study.trials
+    assert [t.user_attrs["config_id"] for t in trials] == ["search-0000", "search-0001"]
+    assert rest[2]["ast.kp"] == configs[6]["ast.kp"] == trials[0].params["ast.kp"]
 
 
-def test_optuna_with_nothing_to_propose_yet_hands_out_nothing():
-    plan = TrialPlan([], num_samples=1, repeats=1, base_seed=0, metrics=METRICS)
-    assert plan.suggest("t0", lambda tid: None) is None
-    assert plan.suggest("t0", lambda tid: {"ast.kp": 1.0})["config_id"] == "search-0000"
+def test_a_configuration_finished_before_the_tell_is_told_by_the_next_driver_and_only_once(tmp_path):
+    first = plan_of(tmp_path, baselines=[], num_samples=1, repeats=2)
+    a, b = hand_out(first, 2)
+    rows = [row(a, val_acc=0.5), row(b, val_acc=0.7)]  # both rows written; the driver died before the tell
+    assert first.study.study.trials[0].state == optuna.trial.TrialState.RUNNING
+    again = TrialPlan([], 1, 2, 0, METRICS, study(tmp_path), rows)
+    assert again.to_train() == 0 and again.missing() == []
+    assert again.study.study.trials[0].values == pytest.approx([0.6, 100.0])
+    TrialPlan([], 1, 2, 0, METRICS, study(tmp_path), rows)  # a third driver tells nothing
+    assert list(journal_tells(tmp_path).values()) == [1]
+
+
+def test_a_proposal_the_driver_never_labelled_is_closed_as_failed(tmp_path):
+    s = study(tmp_path)
+    s.study.ask()  # asked, then the driver died before the configuration id was recorded
+    assert study(tmp_path).close_orphans() == 1
+    plan = TrialPlan([], 1, 1, 0, METRICS, study(tmp_path))
+    assert plan.next_trial()["config_id"] == "search-0000"
+    states = [t.state for t in plan.study.study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING]
+
+
+def test_missing_names_every_planned_trial_without_a_result(tmp_path):
+    plan = plan_of(tmp_path, baselines=BASELINES[:1], num_samples=2, repeats=2)
+    configs = hand_out(plan, 3)
+    plan.finished(row(configs[0]))
+    plan.finished(row(configs[2], status="error"))  # ran, and failed: not missing
+    assert plan.missing() == ["dense@1 r1", "search-0000 r1", "search-0001 r0", "search-0001 r1"]
+    line = plan.missing_line("sw")
+    assert line.startswith("sweep sw ended with 4 of 6 planned trials missing (dense@1 r1, search-0000 r1, ")
+    assert "--resume" in line and "\n" not in line
 
 
 def test_replicate_mean_skips_failures():
@@ -156,10 +204,11 @@ def test_bad_baselines_and_repeats_are_one_line_errors(overrides, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_trial_run_config_trains_each_kind_as_its_row_says():
+def test_trial_run_config_trains_each_kind_as_its_row_says(tmp_path):
     spec = load_sweep(QUICK, ["search.baselines={dense_budgets: [1.0, 0.5], random: [0.3]}", "training.seed=7"])
-    plan, opt = TrialPlan(spec.search.parsed_baselines, 1, 2, spec.run.training.seed, METRICS), Study()
-    runs = [build_config(trial_run_config(spec, c)) for c in hand_out(plan, opt, 8)]
+    opt = SweepStudy(spec.search, "s", tmp_path / "journal.log")
+    plan = TrialPlan(spec.search.parsed_baselines, 1, 2, spec.run.training.seed, METRICS, opt)
+    runs = [build_config(trial_run_config(spec, c)) for c in hand_out(plan, 8)]
     assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in runs[:4]] == \
         [("dense", 6, 7), ("dense", 6, 8), ("dense", 3, 7), ("dense", 3, 8)]
     assert [(r.ast.strategy, r.ast.target_activation) for r in runs[4:6]] == [("random", 0.3)] * 2

@@ -6,7 +6,11 @@ import pytest
 
 from astray.config.sweep import ResourcesConfig, load_sweep
 from astray.errors import ConfigError
-from astray.sweep.trial_config import check_data_on_driver, check_trial_fits
+from astray.sweep.store import ResultStore
+from astray.sweep.trial_config import check_before_start, check_data_on_driver, check_trial_fits, resolved_sweep_config
+from tests.conftest import REPO
+
+QUICK = str(REPO / "configs/quickstart.yaml")
 
 CPU_NODE = {"CPU": 16.0, "memory": 6.4e10}
 GPU_NODE = {"CPU": 16.0, "GPU": 4.0, "memory": 6.4e10}
@@ -65,3 +69,35 @@ def test_a_class_count_that_does_not_match_the_data_is_caught_on_the_driver(tmp_
         check_data_on_driver(spec)
     check_data_on_driver(load_sweep("configs/quickstart.yaml", ["dataset.type=folder", f"dataset.train_dir={train}",
                                                                 f"dataset.val_dir={val}", "dataset.num_classes=3"]))
+
+
+def _started(tmp_path, overrides: list[str]) -> list[str]:
+    """A sweep whose manifest exists (as the driver writes it first), started with ``overrides``."""
+    base = [f"sweep.results_dir={tmp_path}", "sweep.name=sw", *overrides]
+    spec = load_sweep(QUICK, base)
+    ResultStore(tmp_path / "sw", {}).write_manifest({"config": resolved_sweep_config(spec), "study_name": "x"})
+    return base
+
+
+def test_a_sweep_exists_once_its_manifest_does(tmp_path):
+    spec = load_sweep(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
+    with pytest.raises(ConfigError, match="no sweep to resume"):
+        check_before_start(spec, resume=True)
+    check_before_start(spec, resume=False)
+    _started(tmp_path, [])
+    with pytest.raises(ConfigError, match="already has results.*--resume"):
+        check_before_start(spec, resume=False)
+    check_before_start(spec, resume=True)
+
+
+def test_resume_refuses_a_config_that_would_train_something_else(tmp_path):
+    base = _started(tmp_path, ["training.epochs=3", "search.repeats=2"])
+    with pytest.raises(ConfigError) as err:
+        check_before_start(load_sweep(QUICK, base + ["training.epochs=4"]), resume=True)
+    message = str(err.value)
+    assert "training.epochs=4" in message and "started with 3" in message and "\n" not in message
+    with pytest.raises(ConfigError, match="search.repeats=3"):
+        check_before_start(load_sweep(QUICK, base + ["search.repeats=3"]), resume=True)
+    # How trials are placed, retried and logged may change.
+    check_before_start(load_sweep(QUICK, base + ["search.max_concurrent=1", "sweep.max_failures=5",
+                                                 "resources.cpus_per_worker=2"]), resume=True)

@@ -1,0 +1,122 @@
+"""The sweep's Optuna study: one Optuna trial per searched configuration, kept in a journal.
+
+The journal (``<store>/optuna/journal.log``, Optuna's file backend) is appended to at
+every ask and every tell, so it survives the driver: it is the searcher's whole memory,
+and a resumed driver reads back from it which configurations Optuna proposed and which
+it was told about (docs/design.md §9). Each proposal carries its ``config_id`` as a user
+attribute, set right after the ask. Optuna only: no Ray here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from astray.config.sweep import Param, SearchConfig
+
+CONFIG_ATTR = "config_id"  # the user attribute naming a proposal's configuration
+
+
+class SearchSpace:
+    """Optuna define-by-run space: suggests each searched parameter."""
+
+    def __init__(self, params: list[Param]) -> None:
+        self.params = params
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        for p in self.params:
+            if p.type == "uniform":
+                trial.suggest_float(p.key, p.low, p.high, step=p.step)
+            elif p.type == "loguniform":
+                trial.suggest_float(p.key, p.low, p.high, log=True)
+            elif p.type == "int":
+                trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1))
+            else:
+                trial.suggest_categorical(p.key, list(p.values))
+
+
+def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=search.seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
+
+
+def journal_storage(journal: Path) -> optuna.storages.JournalStorage:
+    """The study's persistent storage: an Optuna journal file (``optuna.load_study`` and
+    ``optuna-dashboard`` open it, also while the sweep runs)."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+def unique_study_name(sweep_name: str) -> str:
+    return f"astray-{sweep_name}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration Optuna proposed, as the journal holds it."""
+
+    config_id: str
+    params: dict[str, Any]
+    told: bool  # Optuna has its result (COMPLETE or FAIL)
+
+
+class SweepStudy:
+    """Ask for a configuration, tell its replicate mean once; read back what was proposed."""
+
+    def __init__(self, search: SearchConfig, name: str, journal: Path) -> None:
+        # Optuna logs each study it creates or loads at INFO; the sweep's own start line
+        # names the study and its journal.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # load_if_exists: a driver killed between writing sweep.json and creating the
+        # study left no study; the resumed one creates it.
+        self.study = optuna.create_study(study_name=name, storage=journal_storage(journal),
+                                         sampler=make_sampler(search), load_if_exists=True,
+                                         directions=[o.direction for o in search.parsed_objectives])
+        self.study.set_user_attr("repeats", search.repeats)
+        self.study.set_user_attr("objective_value", "mean over a configuration's seed replicates")
+        self.space = SearchSpace(search.params)
+        self.metrics = [o.metric for o in search.parsed_objectives]
+        self._numbers: dict[str, int] = {}  # config_id -> Optuna trial number
+
+    def proposals(self) -> list[Proposal]:
+        """Every configuration Optuna proposed, in the order it proposed them."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            cid = t.user_attrs.get(CONFIG_ATTR)
+            if cid is not None:
+                self._numbers[cid] = t.number
+                out.append(Proposal(cid, dict(t.params), t.state.is_finished()))
+        return out
+
+    def close_orphans(self) -> int:
+        """Fail the proposals a killed driver asked for but never labelled (so never
+        trained): the study shows no trial running for ever. Returns how many."""
+        orphans = [t.number for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                   if CONFIG_ATTR not in t.user_attrs]
+        for number in orphans:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        return len(orphans)
+
+    def ask(self, config_id: str) -> dict[str, Any]:
+        """A new configuration's searched values, recorded in the journal under ``config_id``."""
+        trial = self.study.ask()
+        self.space(trial)
+        trial.set_user_attr(CONFIG_ATTR, config_id)
+        self._numbers[config_id] = trial.number
+        return dict(trial.params)
+
+    def tell(self, config_id: str, mean: dict[str, Any] | None) -> None:
+        """Tell the configuration's replicate mean (None: no replicate finished with finite
+        objectives, told as failed). A configuration already told stays as it was told."""
+        number = self._numbers[config_id]
+        if mean is None:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        else:
+            self.study.tell(number, [mean[m] for m in self.metrics], skip_if_finished=True)
