@@ -43,7 +43,9 @@ from astray.sweep.trial_config import (
 def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None, num_cpus: int | None = None,
               verbose: int = 0) -> Path:
     """Run (or finish) a sweep; returns the store directory."""
-    check_before_start(spec, resume)
+    if resume and not check_before_start(spec, resume):
+        print(f"[astray] --resume: nothing of sweep {spec.sweep.name} was written yet; starting it", flush=True)
+        resume = False
     paths = sweep_paths(spec)
     root = paths.store
     search = spec.search

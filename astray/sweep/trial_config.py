@@ -48,23 +48,30 @@ def sweep_paths(spec: SweepSpec) -> SweepPaths:
     return SweepPaths(root, storage, f"{storage.rstrip('/')}/{spec.sweep.name}")
 
 
-def check_before_start(spec: SweepSpec, resume: bool) -> None:
-    """Everything that can be checked without Ray; nothing is written.
+def check_before_start(spec: SweepSpec, resume: bool) -> bool:
+    """Everything that can be checked without Ray; nothing is written. Returns whether the
+    run resumes a sweep.
 
     A sweep exists once its manifest (``sweep.json``) does: the driver writes it before
-    anything else, so a driver killed at any later moment leaves a sweep ``--resume`` finds.
+    its first trial, so a driver killed at any later moment leaves a sweep ``--resume``
+    finds. ``--resume`` of a sweep of which nothing was written yet (its driver died in
+    its first seconds) starts it: there is nothing to lose, and a resume loop after a
+    pre-empted driver must not stop there.
     """
     check_model_name(spec.run.model.name)
     paths = sweep_paths(spec)
     manifest = paths.store / MANIFEST
-    if resume:
-        if not manifest.is_file():
-            raise ConfigError(f"--resume: no sweep to resume at {str(paths.store)!r} (no {MANIFEST}; "
-                              f"sweep.name={spec.sweep.name!r}, sweep.results_dir={spec.sweep.results_dir!r})")
+    written = any((paths.store / "trials").glob("*.parquet")) or (paths.local and Path(paths.experiment).exists())
+    if resume and manifest.is_file():
         check_resume_matches(spec, json.loads(manifest.read_text()))
-    elif manifest.exists() or (paths.store / "trials").exists() or (paths.local and Path(paths.experiment).exists()):
+        return True
+    if manifest.exists() or written:
+        if resume:
+            raise ConfigError(f"--resume: {str(paths.store)!r} holds results but no {MANIFEST}; it is not a sweep "
+                              "astray can resume (choose another sweep.name)")
         raise ConfigError(f"sweep.name={spec.sweep.name!r} already has results at {str(paths.store)!r}; "
                           "pass --resume to finish it, or choose another sweep.name")
+    return False
 
 
 def check_resume_matches(spec: SweepSpec, manifest: dict[str, Any]) -> None:

@@ -81,13 +81,22 @@ def _started(tmp_path, overrides: list[str]) -> list[str]:
 
 def test_a_sweep_exists_once_its_manifest_does(tmp_path):
     spec = load_sweep(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
-    with pytest.raises(ConfigError, match="no sweep to resume"):
-        check_before_start(spec, resume=True)
-    check_before_start(spec, resume=False)
+    # Nothing written yet (the driver died in its first seconds): --resume starts the sweep.
+    assert check_before_start(spec, resume=True) is False
+    assert check_before_start(spec, resume=False) is False
     _started(tmp_path, [])
     with pytest.raises(ConfigError, match="already has results.*--resume"):
         check_before_start(spec, resume=False)
-    check_before_start(spec, resume=True)
+    assert check_before_start(spec, resume=True) is True
+
+
+def test_a_folder_with_trials_but_no_manifest_is_not_resumed_or_overwritten(tmp_path):
+    spec = load_sweep(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
+    (tmp_path / "sw" / "trials").mkdir(parents=True)
+    (tmp_path / "sw" / "trials" / "t.parquet").write_bytes(b"")
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match="sweep.name|not a sweep"):
+            check_before_start(spec, resume=resume)
 
 
 def test_resume_refuses_a_config_that_would_train_something_else(tmp_path):
