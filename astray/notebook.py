@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from astray.analysis.pareto import non_dominated
+from astray.pareto import non_dominated
 from astray.analysis.read import check_objectives, objectives_from_manifest, read_sweep
 from astray.errors import AstrayError, ConfigError
 from astray.schema import DEFAULT_OBJECTIVES, Objective
@@ -59,7 +59,7 @@ def load_sweep(path: str | Path) -> Sweep:
             numeric = pd.to_numeric(trials[key], errors="coerce")
             if numeric.notna().sum() == trials[key].notna().sum():  # all numbers: a numeric column
                 trials[key] = numeric
-    epochs = read_epochs(root).to_pandas() if (root / "epochs").is_dir() else pd.DataFrame()
+    epochs = read_epochs(root).to_pandas()
     if not epochs.empty:
         epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
     objectives = _manifest_objectives(data.manifest)

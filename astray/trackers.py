@@ -7,21 +7,11 @@ A tracker whose library is missing is one line naming the extra to install.
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 from typing import Any
 
-from astray.errors import ConfigError
-
-def require(extra: str, module: str, key: str) -> Any:
-    """Import ``module`` or raise a one-line error naming ``pip install 'astray[extra]'``."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"{key} needs the {extra} extra: pip install 'astray[{extra}]' "
-                          f"({module} is not installed)") from None
-
+from astray.extras import require_extra
 
 class RunTensorBoard:
     """One run's TensorBoard events under ``<output_dir>/tensorboard``: every numeric column
@@ -30,7 +20,7 @@ class RunTensorBoard:
     resolved config as text."""
 
     def __init__(self, out: Path, config_yaml: str) -> None:
-        require("tensorboard", "tensorboard", "logging.tensorboard=true")
+        require_extra("tensorboard", "tensorboard", "logging.tensorboard=true")
         # torch's writer; it needs the tensorboard package, checked above.
         from torch.utils.tensorboard import SummaryWriter
 

@@ -62,7 +62,7 @@ def fashion_arms() -> list[Arm]:
         for strategy in ("random", "stale", "reforward"):
             arms.append(Arm(f"{strategy} a={a}", strategy, overrides={"ast.target_activation": a}))
     for r in (0.5, 0.8):
-        arms.append(Arm(f"infobatch r={r}", "infobatch", overrides={"ast.infobatch_prune_ratio": r}))
+        arms.append(Arm(f"infobatch r={r}", "infobatch", overrides={"ast.infobatch.prune_ratio": r}))
     return arms
 
 
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-quickstart", action="store_true", help="skip the resnet18 quickstart part")
+    p.add_argument("--arms", default="", help="run only these Fashion-MNIST arms (comma-separated names, e.g. "
+                   "'dense,infobatch r=0.5'); dense, the reference of every ratio, is always run")
     p.add_argument("--resume", action="store_true", help="keep the runs already in the JSON file")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -186,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                                         f"dataset.root={args.root}", f"training.batch_size={args.batch_size}",
                                         f"training.device={args.device}", "energy.meter=auto"])
     quick = ("configs/quickstart.yaml", ["model.name=resnet18", f"training.device={args.device}"])
-    parts = [("fashion", fashion, fashion_arms(), args.epochs, args.seeds)]
+    chosen = {a.strip() for a in args.arms.split(",") if a.strip()}
+    arms = [a for a in fashion_arms() if not chosen or a.name in chosen | {"dense"}]
+    unknown = chosen - {a.name for a in fashion_arms()}
+    if unknown:
+        p.error(f"--arms: no arm named {sorted(unknown)[0]!r}; arms: {', '.join(a.name for a in fashion_arms())}")
+    parts = [("fashion", fashion, arms, args.epochs, args.seeds)]
     if not args.no_quickstart:
         parts.append(("quickstart", quick, quickstart_arms(), 6, 2))
     started = time.perf_counter()

@@ -17,7 +17,7 @@ Beside the loop ratio it prints:
 - executed FLOPs over dense (measured per-sample forward/backward costs);
 - the isolated step: in the same processes, the same rounds, one step of the same
   batch size with exactly round(a * B) samples trained (no loader, no plan);
-- distinct backward batch sizes per sparse epoch (bounded by ``ast.shape_buckets``).
+- distinct backward batch sizes per sparse epoch (bounded by ``ast.reforward.shape_buckets``).
 
 Defaults, CPU: resnet18, 32x32 synthetic images (10 classes), 4096 training samples,
 batch 128, 2 threads, fp32. CUDA: resnet50, 224x224, bf16, channels-last, batch 256.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (CPU only)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 0 CPU, 8 CUDA)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for every strategy (repeatable), e.g. ast.shape_buckets=0")
+                   help="extra config override for every strategy (repeatable), e.g. ast.reforward.shape_buckets=0")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/loop_cost.json"))
     p.add_argument("--quick", action="store_true", help="smoke test: 512 samples, batch 32, 1 round")
     args = p.parse_args(argv)
@@ -105,7 +106,6 @@ def overrides(args: argparse.Namespace, strategy: str, out: str) -> list[str]:
 def worker(strategy: str, args: argparse.Namespace, out: str, conn) -> None:
     """One strategy's process: builds its Trainer, then runs what the parent asks for."""
     from astray.config.load import load_config
-    from astray.engine.schedule import epoch_is_sparse
     from astray.engine.step import optimizer_step, train_step
     from astray.engine.trainer import Trainer, resolve_device
     from astray.sparse import PIController
@@ -134,7 +134,7 @@ def worker(strategy: str, args: argparse.Namespace, out: str, conn) -> None:
         if msg == "stop":
             break
         if msg == "epoch":
-            sparse = epoch_is_sparse(cfg, epoch)
+            sparse = trainer.method.is_sparse(epoch)
             sizes.clear()
             work = trainer.run_epoch(epoch, sparse)
             epoch += 1
@@ -146,11 +146,11 @@ def worker(strategy: str, args: argparse.Namespace, out: str, conn) -> None:
         else:  # ("isolated", activation, steps): one batch, exactly round(a * B) trained
             _, a, steps = msg
             k = B if strategy == "dense" else max(2, round(a * B))
-            sel = trainer.strategy
+            sel = trainer.method
             loaded = k if strategy == "stale" else B
             pinned = PIController(target=a, kp=0.0, ki=0.0, initial_threshold=math.inf, max_threshold=math.inf)
-            saved = sel.min_active_fraction
-            sel.min_active_fraction = k / B
+            saved = sel.ast
+            sel.ast = dataclasses.replace(saved, min_active_fraction=k / B)
             times = []
             for _ in range(steps):
                 sync()
@@ -160,7 +160,7 @@ def worker(strategy: str, args: argparse.Namespace, out: str, conn) -> None:
                 optimizer_step(trainer.model, trainer.optimizer, trainer.settings, s.global_active, 0.0)
                 sync()
                 times.append(time.perf_counter() - t0)
-            sel.min_active_fraction = saved
+            sel.ast = saved
             conn.send({"isolated_s": times})
 
 

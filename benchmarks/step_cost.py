@@ -7,13 +7,13 @@ configuration alike.
 
 Configurations:
 
-- ``dense``: ``train_step(sparse=False, DenseSelection)`` on the whole batch of B.
-- ``reforward`` at a: ``ReforwardSelection`` with ``min_active_fraction=a`` and a
+- ``dense``: ``train_step(sparse=False)`` with the ``dense`` method on the whole batch of B.
+- ``reforward`` at a: the ``reforward`` method with ``min_active_fraction=a`` and a
   controller whose threshold sits at 1e3 with zero gains, so ``select_active`` always
   falls back to exactly ceil(a*B) top-k samples: a no-grad scoring forward on B, then
   forward+backward on ceil(a*B).
 - ``stale`` at a: the samples were chosen before loading, so the step loads a batch of
-  only round(a*B) and trains all of it (``StaleSelection``, ``sparse=True``).
+  only round(a*B) and trains all of it (the ``stale`` method, ``sparse=True``).
 
 Every timed step includes the data movement (slicing the batch out of a pre-made tensor
 dataset, and the host-to-device copy on CUDA), ``train_step`` and ``optimizer_step``.
@@ -48,7 +48,8 @@ import torchvision
 
 from astray.engine.flops import measure_sample_flops
 from astray.sparse import PIController
-from astray.sparse.selection import DenseSelection, ReforwardSelection, SelectionStrategy, StaleSelection
+from astray.config.run import ASTConfig
+from astray.sparse import METHODS, MethodContext, SparseMethod, create_method
 from astray.engine.step import StepSettings, optimizer_step, train_step
 
 ACTIVATIONS = (0.1, 0.25, 0.5)
@@ -62,7 +63,7 @@ class Config:
     loaded: int  # samples in the batch this step loads
     expect_forward: int
     expect_backward: int
-    sel: SelectionStrategy
+    sel: SparseMethod
     controller: PIController
     sparse: bool
 
@@ -126,13 +127,22 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def method(name: str, dataset_size: int, batch: int, min_active_fraction: float = 0.0) -> SparseMethod:
+    """The method as a run builds it; reforward without shape buckets (this times exact
+    subset sizes), every floor at ``min_active_fraction``."""
+    ast = ASTConfig(strategy=name, min_active_fraction=min_active_fraction)
+    if name == "reforward":
+        ast.methods = {name: METHODS[name].Settings(shape_buckets=0)}
+    return create_method(ast, MethodContext(dataset_size, seed=0, epochs=1, batch_size=batch))
+
+
 def build_configs(batch: int, dataset_size: int) -> list[Config]:
     configs = [Config("dense", 1.0, batch, batch, batch,
-                      DenseSelection(dataset_size),
+                      method("dense", dataset_size, batch),
                       PIController(target=1.0, kp=0.0, ki=0.0), sparse=False)]
     for a in ACTIVATIONS:
         k = math.ceil(a * batch)
-        sel = ReforwardSelection(dataset_size, min_active_fraction=a)
+        sel = method("reforward", dataset_size, batch, min_active_fraction=a)
         # Threshold pinned at +inf with zero gains: no significance exceeds it, so
         # select_active always falls back to exactly ceil(a*B) top-k samples. (A finite
         # pin such as 1e3 is not safe: eval-mode scores of a random-init net whose BatchNorm
@@ -141,7 +151,7 @@ def build_configs(batch: int, dataset_size: int) -> list[Config]:
         configs.append(Config("reforward", a, batch, batch + k, k, sel, ctl, sparse=True))
     for a in ACTIVATIONS:
         m = max(2, round(a * batch))
-        sel = StaleSelection(dataset_size, min_active_fraction=a)
+        sel = method("stale", dataset_size, batch, min_active_fraction=a)
         ctl = PIController(target=a, kp=0.0, ki=0.0)
         configs.append(Config("stale", a, m, m, m, sel, ctl, sparse=True))
     return configs

@@ -29,14 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from astray.sweep.store import read_trials  # noqa: E402
-from astray.config.sweep import load_sweep  # noqa: E402
+from astray.config.sweep import load_sweep_spec  # noqa: E402
 from astray.sweep.runner import run_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(workers: int, trials: int, trial_seconds: float, tmp: str) -> dict:
-    spec = load_sweep(str(REPO / "configs/quickstart.yaml"), [
+    spec = load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [
         f"sweep.name=overhead-{workers}w", f"sweep.results_dir={tmp}", f"search.num_samples={trials}",
         "search.baseline=false", "search.max_concurrent=1", f"resources.workers_per_trial={workers}",
         "resources.cpus_per_worker=1", "training.epochs=1000", f"training.max_minutes={trial_seconds / 60}",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from astray.sparse import SelectionStrategy
+from astray.config.run import ASTConfig
+from astray.sparse import METHODS, MethodContext, SparseMethod, create_method
 
 
 def tiny_mlp(in_features: int = 3 * 4 * 4, classes: int = 5, seed: int = 0) -> nn.Module:
@@ -14,14 +17,26 @@ def tiny_mlp(in_features: int = 3 * 4 * 4, classes: int = 5, seed: int = 0) -> n
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, 16), nn.ReLU(), nn.Linear(16, classes))
 
 
-class FixedSelection(SelectionStrategy):
-    """A reforward-style policy that selects given batch positions (for exact checks)."""
+def make_method(name: str, dataset_size: int = 300, seed: int = 0, batch: int = 64, epochs: int = 10,
+                world: int = 1, **kw) -> SparseMethod:
+    """The method ``name`` as a run would build it: keyword arguments that are fields of
+    its settings (``ast.<name>``) go there, the rest to the ``ast`` section."""
+    cls = METHODS[name]
+    own = {f.name for f in dataclasses.fields(cls.Settings)}
+    ast = ASTConfig(strategy=name, **{k: v for k, v in kw.items() if k not in own})
+    ast.methods = {name: cls.Settings(**{k: v for k, v in kw.items() if k in own})}
+    return create_method(ast, MethodContext(dataset_size, seed, epochs, batch, world))
+
+
+class FixedSelection(SparseMethod):
+    """A reforward-style method that selects given batch positions (for exact checks).
+    Not registered: tests hand it to the step directly."""
 
     name = "fixed"
     scores_before_backward = True
 
     def __init__(self, chosen: list[int]) -> None:
-        super().__init__(dataset_size=1)
+        super().__init__(ASTConfig(), MethodContext(dataset_size=1, seed=0, epochs=1, batch_size=1))
         self.chosen = torch.tensor(chosen, dtype=torch.int64)
 
     def select(self, sig: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -49,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from astray.analysis.frontier import advantage, estimate, intervals_overlap, upper_envelope
-from astray.analysis.model import (
+from astray.analysis.results import (
     Advantage,
     Analysis,
     Configuration,
@@ -64,7 +64,7 @@ from astray.analysis.model import (
     SweepSummary,
     TrialRecord,
 )
-from astray.analysis.pareto import dominates, hypervolume, non_dominated
+from astray.pareto import dominates, hypervolume, non_dominated
 from astray.analysis.read import METRIC_COLUMNS, check_objectives
 from astray.schema import (
     COMPLETED,

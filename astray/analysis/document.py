@@ -29,7 +29,7 @@ from astray.analysis.labels import (
     saving_text,
     seeds,
 )
-from astray.analysis.model import Analysis, Configuration, Front, SweepSummary
+from astray.analysis.results import Analysis, Configuration, Front, SweepSummary
 from astray.schema import BASELINE_FLAG, OBJECTIVE_METRICS
 
 HOW_TO_READ = (

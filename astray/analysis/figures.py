@@ -1,4 +1,4 @@
-"""The report's figures, drawn from an :class:`~astray.analysis.model.Analysis`.
+"""The report's figures, drawn from an :class:`~astray.analysis.results.Analysis`.
 
 Only matplotlib's object API (``Figure``), never pyplot: no global state, no GUI backend.
 """
@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from astray.analysis.frontier import upper_envelope
 from astray.analysis.labels import axis_label, hv_label, point_label
-from astray.analysis.model import Analysis, Configuration, Front, FrontierPoint, Group
+from astray.analysis.results import Analysis, Configuration, Front, FrontierPoint, Group
 from astray.schema import METRIC_UNITS, Objective
 
 SWEEP_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -220,8 +220,11 @@ def controller_figure(a: Analysis) -> Figure:
     ax_rate, ax_thr = fig.subplots(1, 2)
     epochs = {s.name: s.epochs for s in a.sweeps}
     steps = {s.name: s.steps for s in a.sweeps}
-    trials = [c.representative for c in a.front_configs() if not c.is_baseline and c.strategy != "dense"
-              and (c.trial_id in epochs[c.sweep] or c.trial_id in steps[c.sweep])]
+    def trained_sparse(c) -> bool:  # a dense epoch or step trains every sample: activation 1
+        e, s = epochs[c.sweep].get(c.trial_id), steps[c.sweep].get(c.trial_id)
+        return any(rate < 1 for rate in (e.activation_rate if e else ()) + (s.activation if s else ()))
+
+    trials = [c.representative for c in a.front_configs() if not c.is_baseline and trained_sparse(c)]
     shown = trials[:MAX_CONTROLLER_TRIALS]
     multi = len(a.sweeps) > 1
     by_step = bool(shown) and all(t.trial_id in steps[t.sweep] for t in shown)

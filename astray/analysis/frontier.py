@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from scipy import stats
 
-from astray.analysis.model import Advantage, Estimate, FrontierPoint
+from astray.analysis.results import Advantage, Estimate, FrontierPoint
 
 CONFIDENCE = 0.95
 

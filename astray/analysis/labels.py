@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from astray.analysis.model import Advantage, Configuration, Estimate, Group, Headline
+from astray.analysis.results import Advantage, Configuration, Estimate, Group, Headline
 from astray.schema import ENERGY_SOURCES, METRIC_LABELS, METRIC_UNITS, Objective
 
 MAX_LABEL_PARAMS = 6  # hyperparameters in the figure's key per front point (front.csv has them all)

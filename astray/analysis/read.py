@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from astray.analysis.model import EpochSeries, StepSeries, SweepData, TrialRecord
+from astray.analysis.results import EpochSeries, StepSeries, SweepData, TrialRecord
 from astray.engine.records import controller_rows
 from astray.errors import AstrayError, ConfigError
 from astray.schema import (
@@ -26,7 +26,7 @@ from astray.schema import (
     OBJECTIVE_METRICS,
     Objective,
 )
-from astray.sweep.store import MANIFEST, TRIAL_COLUMNS, read_epochs, read_steps, read_trials
+from astray.sweep.store import MANIFEST, TRIAL_COLUMNS, is_store, read_epochs, read_steps, read_trials
 
 # Trial metrics the analysis carries: the objective metrics and the dense FLOPs.
 METRIC_COLUMNS = OBJECTIVE_METRICS + ("flops_dense",)
@@ -168,13 +168,13 @@ def read_sweep(path: str | Path) -> SweepData:
     root = Path(path)
     if not root.exists():
         raise AstrayError(f"sweep directory {str(root)!r} does not exist")
-    if not (root / "trials").is_dir():
+    if not is_store(root):
         raise AstrayError(f"{str(root)!r} has no trials/ folder; pass a sweep's store directory "
                           "(<sweep.results_dir>/<sweep.name>/)")
     try:
         trials = read_trials(root).to_pylist()
-        epochs = read_epochs(root).to_pylist() if (root / "epochs").is_dir() else []
-        steps = read_steps(root).to_pylist() if (root / "steps").is_dir() else []
+        epochs = read_epochs(root).to_pylist()
+        steps = read_steps(root).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise AstrayError(f"cannot read the store at {str(root)!r}: {str(exc).splitlines()[0]}") from None
     if not trials:

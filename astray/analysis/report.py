@@ -13,7 +13,7 @@ from pathlib import Path
 from astray.analysis.document import document, front_rows, to_html, to_markdown
 from astray.analysis.figures import controller_figure, hypervolume_figure, pareto_figure, png_svg
 from astray.analysis.labels import config_name, headline_text, hv_label
-from astray.analysis.model import Analysis
+from astray.analysis.results import Analysis
 from astray.io import write_bytes
 
 FILES = ("pareto.png", "pareto.svg", "front.csv", "controller.png", "hypervolume.png", "report.html", "report.md")

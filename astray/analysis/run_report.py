@@ -16,12 +16,14 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from astray.analysis.figures import png_svg
-from astray.config.load import load_config
+from astray.config.load import load_saved_config
 from astray.config.run import RunConfig
 from astray.engine.records import controller_rows, read_metrics, read_steps
 from astray.engine.state import CONFIG, METRICS, STEPS
 from astray.errors import AstrayError
 from astray.io import write_bytes, write_text
+from astray.sparse import method_class
+from astray.sweep.store import is_store
 
 
 @dataclass
@@ -37,7 +39,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / METRICS).is_file() and not (path / "trials").is_dir()
+    return (path / METRICS).is_file() and not is_store(path)
 
 
 def read_run(path: str | Path, what: str = "RUN_DIR") -> Run:
@@ -51,7 +53,7 @@ def read_run(path: str | Path, what: str = "RUN_DIR") -> Run:
     if not rows:
         raise AstrayError(f"{what} {str(root / METRICS)!r} has no epochs yet")
     steps = read_steps(root / STEPS) if (root / STEPS).is_file() else []
-    return Run(root, load_config(root / CONFIG), rows, steps)
+    return Run(root, load_saved_config(root / CONFIG), rows, steps)
 
 
 def run_figure(run: Run, baseline: Run | None) -> Figure:
@@ -66,7 +68,7 @@ def run_figure(run: Run, baseline: Run | None) -> Figure:
         cost.plot(epochs, list(itertools.accumulate(x["energy_j"] for x in r.rows)), style, marker="o",
                   color=color, label=f"{r.label}: energy")
     target = run.cfg.ast.target_activation
-    if run.cfg.ast.strategy not in ("dense",):
+    if method_class(run.cfg.ast.strategy).aims_at_target:
         act.axhline(target, color="C0", linestyle=":", linewidth=1.2, label=f"target {target:g}")
     trace = controller_rows(run.steps)
     if trace:

@@ -17,7 +17,7 @@ from astray.cli.eval import pick_device
 from astray.deploy.explain import write_gradcam
 from astray.deploy.trained import find_trained
 from astray.errors import AstrayError
-from astray.trackers import require
+from astray.extras import require_extra
 
 
 def parse_args(argv: list[str] | None, prog: str = "python -m astray.explain") -> argparse.Namespace:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m astray.explain") 
     args = parse_args(argv, prog)
     if not 1 <= args.images <= 64:
         raise AstrayError(f"--images {args.images} must be between 1 and 64")
-    require("explain", "captum", "astray explain")
+    require_extra("explain", "captum", "astray explain")
     device = pick_device(args.device)
     models = find_trained(args.path, args.trial or "best")
     if len(models) > 1:

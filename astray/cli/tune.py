@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from astray.cli.common import EXIT_INCOMPLETE, OneLineParser, add_config_args, cli_entry
-from astray.config.sweep import load_sweep
+from astray.config.sweep import load_sweep_spec
 from astray.errors import SweepIncomplete
 from astray.sweep.trial_config import check_before_start
 
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m astray.tune") -> a
 @cli_entry
 def main(argv: list[str] | None = None, prog: str = "python -m astray.tune") -> int:
     args = parse_args(argv, prog)
-    spec = load_sweep(args.config, args.overrides)
+    spec = load_sweep_spec(args.config, args.overrides)
     check_before_start(spec, args.resume)
     # Ray takes seconds to import: bad input has failed above before it loads.
     from astray.sweep.runner import run_sweep

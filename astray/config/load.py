@@ -17,9 +17,10 @@ import yaml
 
 from astray.config.checks import unknown_key
 from astray.config.dotted import assign
-from astray.config.run import RunConfig
+from astray.config.run import ASTConfig, RunConfig
 from astray.errors import ConfigError
 from astray.io import write_text
+from astray.sparse.method import resolve_methods, upgrade_saved
 
 # Sections the sweep runner reads (``astray.config.sweep``); the training run ignores them.
 FOREIGN_SECTIONS = ("search", "sweep", "resources")
@@ -147,14 +148,41 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def build_ast(raw: Any) -> ASTConfig:
+    """The ``ast`` section: its shared keys typed here, the rest (``ast.<method>``
+    sections) handed to the methods' registry (``astray.sparse.method.resolve_methods``),
+    which owns the method names and their settings."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"ast must be a mapping of keys, got {raw!r}")
+    shared = {f.name for f in dataclasses.fields(ASTConfig)} - {"methods"}
+    ast = build_section(ASTConfig, "ast", {k: v for k, v in raw.items() if k in shared})
+    ast.methods = {k: v for k, v in raw.items() if k not in shared}
+    resolve_methods(ast, build_section)
+    return ast
+
+
 def build_config(raw: dict[str, Any]) -> RunConfig:
     """Validate a nested dict into a :class:`RunConfig`; foreign sections are skipped."""
     allowed = sorted(SECTIONS) + sorted(FOREIGN_SECTIONS)
     for name in raw:
         if name not in SECTIONS and name not in FOREIGN_SECTIONS:
             raise unknown_key(str(name), str(name), allowed)
-    sections = {name: build_section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()}
+    sections = {name: build_ast(raw.get(name)) if name == "ast" else build_section(cls, name, raw.get(name))
+                for name, cls in SECTIONS.items()}
     return RunConfig(**sections)
+
+
+def build_saved_config(raw: dict[str, Any]) -> RunConfig:
+    """A config astray wrote (a run's config.yaml, a store's ``config_json``), from any
+    version: keys since renamed are read under their new names."""
+    if isinstance(raw.get("ast"), dict):
+        raw = {**raw, "ast": upgrade_saved(raw["ast"])}
+    return build_config(raw)
+
+
+def load_saved_config(path: str | Path) -> RunConfig:
+    return build_saved_config(load_raw(path))
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -14,10 +14,6 @@ from typing import Any
 from astray.config.checks import choice, in_range
 from astray.errors import ConfigError
 
-# Selection strategies (astray.sparse.selection registers one class per name).
-STRATEGY_NAMES = ("dense", "reforward", "stale", "random", "infobatch")
-
-
 
 @dataclass
 class ModelConfig:
@@ -88,7 +84,10 @@ class DatasetConfig:
 
 @dataclass
 class ASTConfig:
-    strategy: str = "dense"  # dense | reforward | stale | random | infobatch
+    """The AST loop's shared settings; each sparse method's own are ``ast.<method>``
+    (``methods``), typed and validated by the method (``astray.sparse``)."""
+
+    strategy: str = "dense"  # the sparse method (astray.sparse.METHODS)
     target_activation: float = 0.3  # share of samples that get a backward pass
     entropy_weight: float = 0.1  # significance = loss + entropy_weight * H / log(C)
     kp: float = 1.0  # proportional gain, log-threshold per unit of activation error
@@ -102,19 +101,16 @@ class ASTConfig:
     ki_warmup_epochs: float = 0.0  # ramp ki linearly from 0 over this many epochs
     warmup_epochs: int = 1  # dense epochs first (they calibrate threshold and scores)
     min_active_fraction: float = 0.05  # per-step floor, filled by top-k significance
-    shape_buckets: int = 8  # reforward: round each step's trained count to one of this many sizes
-    #                         (error carried to the next step; 0 = exact counts, any shape)
-    stale_keep_prob: float = 0.0  # stale: keep a below-threshold sample with this prob. (weight 1/p)
-    stale_max_age: int = 5  # stale: a sample unscored for this many epochs is kept (0 = no bound)
     final_dense_fraction: float = 0.0  # train dense for this last share of epochs
-    bn_recalibration_samples: int = 1024  # after each sparse epoch of stale/infobatch, re-estimate
-    #                                       BatchNorm statistics from this many random training samples; 0 = off
+    bn_recalibration_samples: int = 1024  # after each sparse epoch of a method that trains biased batches,
+    #                                       re-estimate BatchNorm statistics from this many random training
+    #                                       samples; 0 = off
     bn_recalibration_fraction: float = 0.1  # ... but at most this share of the training set
-    infobatch_prune_ratio: float = 0.5  # infobatch r: share of below-mean samples pruned (weight 1/(1-r))
-    infobatch_anneal: float = 0.875  # infobatch delta: train dense from this share of the epochs on
+    # ast.<method>: that method's settings object; filled by astray.config.load.build_config
+    # (every method's, defaults when absent). Not a key of its own.
+    methods: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        choice("ast.strategy", self.strategy, STRATEGY_NAMES)
         in_range("ast.target_activation", self.target_activation, lo=0, hi=1, lo_open=True)
         in_range("ast.entropy_weight", self.entropy_weight, lo=0)
         in_range("ast.kp", self.kp, lo=0)
@@ -128,19 +124,9 @@ class ASTConfig:
         in_range("ast.ki_warmup_epochs", self.ki_warmup_epochs, lo=0)
         in_range("ast.warmup_epochs", self.warmup_epochs, lo=0)
         in_range("ast.min_active_fraction", self.min_active_fraction, lo=0, hi=1)
-        in_range("ast.stale_keep_prob", self.stale_keep_prob, lo=0, hi=1, hi_open=True)
-        in_range("ast.stale_max_age", self.stale_max_age, lo=0)
         in_range("ast.final_dense_fraction", self.final_dense_fraction, lo=0, hi=1)
         in_range("ast.bn_recalibration_samples", self.bn_recalibration_samples, lo=0)
         in_range("ast.bn_recalibration_fraction", self.bn_recalibration_fraction, lo=0, hi=1)
-        in_range("ast.shape_buckets", self.shape_buckets, lo=0)
-        in_range("ast.infobatch_prune_ratio", self.infobatch_prune_ratio, lo=0, hi=1, hi_open=True)
-        in_range("ast.infobatch_anneal", self.infobatch_anneal, lo=0, hi=1)
-        if self.strategy == "stale" and self.warmup_epochs == 0:
-            # Unseen samples score +inf: with no dense epoch first, every sample is "active",
-            # and the controller would wind the threshold up to ast.max_threshold.
-            raise ConfigError("ast.warmup_epochs=0 is not allowed with ast.strategy=stale: its score table "
-                              "needs one dense epoch first; set ast.warmup_epochs >= 1")
 
 
 @dataclass
@@ -244,4 +230,7 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """As the YAML reads: each method's settings under ``ast.<method>``."""
+        out = dataclasses.asdict(self)
+        out["ast"].update((name, settings) for name, settings in out["ast"].pop("methods").items() if settings)
+        return out

@@ -28,6 +28,8 @@ from astray.config.dotted import set_dotted
 from astray.config.load import FOREIGN_SECTIONS, apply_overrides, build_config, build_section, load_raw
 from astray.config.run import RunConfig
 from astray.errors import ConfigError
+from astray.sparse.dense import Dense
+from astray.sparse.uniform import RandomSubset
 from astray.schema import DEFAULT_OBJECTIVES, KIND_DENSE, KIND_RANDOM, OBJECTIVE_METRICS, Objective
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
@@ -258,7 +260,7 @@ class SweepSpec:
     resources: ResourcesConfig
 
 
-def load_sweep(path: str, overrides: list[str] | None = None) -> SweepSpec:
+def load_sweep_spec(path: str, overrides: list[str] | None = None) -> SweepSpec:
     """Load and validate a sweep config; every error is one line, before Ray starts."""
     raw = apply_overrides(load_raw(path), list(overrides or []))
     run = build_config(raw)
@@ -301,6 +303,6 @@ def baseline_overrides(b: Baseline, epochs: int) -> dict[str, Any]:
     user running a shorter job would.
     """
     if b.kind == KIND_DENSE:
-        return {"ast.strategy": "dense", "training.epochs": budget_epochs(epochs, b.value)}
-    return {"ast.strategy": "random", "ast.target_activation": b.value}
+        return {"ast.strategy": Dense.name, "training.epochs": budget_epochs(epochs, b.value)}
+    return {"ast.strategy": RandomSubset.name, "ast.target_activation": b.value}
 

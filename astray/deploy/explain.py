@@ -23,7 +23,7 @@ from astray.deploy.trained import Trained, load_model
 from astray.engine.data import build_datasets
 from astray.errors import AstrayError
 from astray.io import write_bytes
-from astray.trackers import require
+from astray.extras import require_extra
 
 # Model-name prefix -> the layer Grad-CAM reads (module path), for timm and torchvision names.
 TARGET_LAYERS: tuple[tuple[str, str], ...] = (
@@ -53,7 +53,7 @@ def target_layer_name(model_name: str, model: nn.Module, override: str | None = 
 
 def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Grad-CAM maps (N, H, W) in [0, 1], upsampled to the input size, for class ``target``."""
-    captum = require("explain", "captum.attr", "astray explain")  # the optional extra
+    captum = require_extra("explain", "captum.attr", "astray explain")  # the optional extra
     attr = captum.LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
     if attr.dim() != 4:
         raise AstrayError(f"the target layer's output has shape {tuple(attr.shape)}; Grad-CAM needs "

@@ -20,14 +20,14 @@ from torch import nn
 
 from astray.analysis.compute import analyze
 from astray.analysis.read import objectives_from_manifest, read_sweep
-from astray.config.load import build_config, load_config
+from astray.config.load import build_saved_config, load_saved_config
 from astray.config.run import RunConfig
 from astray.engine.models import create_model
 from astray.engine.state import BEST, CONFIG, load_checkpoint
 from astray.errors import AstrayError
 from astray.schema import COMPLETED
 from astray.sweep.checkpoints import checkpoint_storage, deployable_checkpoint, weights_file
-from astray.sweep.store import read_trials
+from astray.sweep.store import is_store, read_trials
 
 MAX_LISTED_IDS = 12  # an unknown trial id lists at most this many existing ones
 
@@ -66,7 +66,7 @@ def find_trained(path: str | Path, trial: str = "best") -> list[Trained]:
                           "or a training run directory (config.yaml, best.pt)")
     if (root / CONFIG).is_file():
         return [_run_dir(root)]
-    if (root / "trials").is_dir():
+    if is_store(root):
         return _sweep_trials(root, trial)
     raise AstrayError(f"{str(root)!r} is neither a sweep directory (sweep.json, trials/) "
                       "nor a training run directory (config.yaml, best.pt)")
@@ -76,7 +76,7 @@ def _run_dir(root: Path) -> Trained:
     ckpt = weights_file(root)
     if ckpt is None:
         raise AstrayError(f"{str(root)!r} has config.yaml but no best.pt or last.pt; nothing to load")
-    return Trained(root.resolve().name, load_config(root / CONFIG), ckpt, "run", root)
+    return Trained(root.resolve().name, load_saved_config(root / CONFIG), ckpt, "run", root)
 
 
 def _sweep_trials(root: Path, trial: str) -> list[Trained]:
@@ -123,11 +123,11 @@ def _trial_config(row: dict[str, Any], folder: Path) -> RunConfig:
     text = row.get("config_json")
     if text:
         try:
-            return build_config(json.loads(text))
+            return build_saved_config(json.loads(text))
         except json.JSONDecodeError:
             pass
     if (folder / CONFIG).is_file():
-        return load_config(folder / CONFIG)
+        return load_saved_config(folder / CONFIG)
     raise AstrayError(f"trial {row['trial_id']}: no readable config_json in the store and no config.yaml "
                       f"in {str(folder)!r}")
 

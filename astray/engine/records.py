@@ -1,6 +1,6 @@
 """The epoch row: one dataclass that *is* the ``metrics.parquet`` schema, and its file.
 
-:class:`EpochRow` lists every column once, with its type and meaning; ``EPOCH_SCHEMA``
+:class:`EpochRow` lists every column once, with its type and meaning; ``METRICS_SCHEMA``
 is derived from it, so a row the trainer builds cannot drift from the file's columns.
 """
 
@@ -51,7 +51,7 @@ class EpochRow:
 
 
 _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string()}
-EPOCH_SCHEMA = pa.schema([(name, _ARROW[hint]) for name, hint in get_type_hints(EpochRow).items()])
+METRICS_SCHEMA = pa.schema([(name, _ARROW[hint]) for name, hint in get_type_hints(EpochRow).items()])
 
 
 def macro_f1(confusion: torch.Tensor) -> float:
@@ -72,7 +72,7 @@ def macro_f1(confusion: torch.Tensor) -> float:
 
 def write_metrics(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Write all rows atomically: a reader never sees a half-written file."""
-    write_parquet(path, pa.Table.from_pylist(rows, schema=EPOCH_SCHEMA))
+    write_parquet(path, pa.Table.from_pylist(rows, schema=METRICS_SCHEMA))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -81,7 +81,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 # steps.parquet: the controller step by step (docs/design.md §10), every
 # ``logging.steps_every``-th training step, and in stale mode every plan window.
-STEP_SCHEMA = pa.schema([
+TRACE_SCHEMA = pa.schema([
     ("epoch", pa.int64()),        # 1-based, as in metrics.parquet
     ("step", pa.int64()),         # training step (source "step") or plan window ("plan") within the epoch
     ("progress", pa.float64()),   # fractional epochs since the start of training
@@ -96,7 +96,7 @@ STEP_SCHEMA = pa.schema([
 
 
 def write_steps(rows: list[dict[str, Any]], path: str | Path) -> None:
-    write_parquet(path, pa.Table.from_pylist(rows, schema=STEP_SCHEMA))
+    write_parquet(path, pa.Table.from_pylist(rows, schema=TRACE_SCHEMA))
 
 
 def read_steps(path: str | Path) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""What each epoch and step runs with: the optimizer, the learning rate, dense or sparse."""
+"""What each epoch and step runs with: the optimizer and the learning rate. (Whether an
+epoch is sparse is the method's to say: ``SparseMethod.is_sparse``.)"""
 
 from __future__ import annotations
 
@@ -61,15 +62,3 @@ def _onecycle_factor(frac: float, pct_start: float, div: float, final_div: float
 
 def _cos_anneal(a: float, b: float, pct: float) -> float:
     return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
-
-
-def epoch_is_sparse(cfg: RunConfig, epoch: int) -> bool:
-    """Dense for warm-up epochs, the final dense share, and the dense strategy.
-
-    ``infobatch`` also trains dense from ``infobatch_anneal`` of the epochs on.
-    """
-    a, epochs = cfg.ast, cfg.training.epochs
-    final_dense = math.floor(a.final_dense_fraction * epochs + 0.5)  # half up: 2.5 epochs -> 3
-    if a.strategy == "infobatch" and epoch >= a.infobatch_anneal * epochs:
-        return False
-    return a.strategy != "dense" and epoch >= a.warmup_epochs and epoch < epochs - final_dense

@@ -20,7 +20,7 @@ from astray.io import write_with
 LAST = "last.pt"  # full state after the latest epoch: what --resume continues from
 BEST = "best.pt"  # full state after the epoch with the highest val_acc
 METRICS = "metrics.parquet"  # one row per epoch (astray.engine.records)
-STEPS = "steps.parquet"  # the controller step by step (astray.engine.records.STEP_SCHEMA)
+STEPS = "steps.parquet"  # the controller step by step (astray.engine.records.TRACE_SCHEMA)
 CONFIG = "config.yaml"  # the resolved config
 RUN_FILES = (LAST, BEST, METRICS, CONFIG)  # everything a resumed run needs
 WEIGHTS_BY_PREFERENCE = (BEST, LAST)  # which weights to deploy, best first

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astray.engine import batchnorm, ddp
-from astray.sparse import PIController, SelectionStrategy, significance
+from astray.sparse import PIController, SparseMethod, significance
 
 
 @dataclass
@@ -65,7 +65,7 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     weights: torch.Tensor | None,
-    strategy: SelectionStrategy,
+    method: SparseMethod,
     controller: PIController,
     settings: StepSettings,
     *,
@@ -82,8 +82,8 @@ def train_step(
     strategy): then every sample is trained, and, with ``calibrate``, the controller is
     still fed what *would* have been active so its threshold is calibrated when sparsity
     begins. ``weights`` are per-sample loss weights on the batch's device (1/p for
-    randomly kept samples; None = all 1); the optimizer step divides by their global
-    sum, not by the number of samples. ``window_end`` is False on the micro-steps of an
+    randomly kept samples; None = all 1); the optimizer step divides the weighted sum
+    by what the method says (``SparseMethod.step_divisor``). ``window_end`` is False on the micro-steps of an
     accumulation window that do not end it: their backward runs under DDP's ``no_sync``
     (rule 6), unless some rank asked to stop, which ends the window here.
 
@@ -93,11 +93,11 @@ def train_step(
     epochs that calibrate the controller, the would-be active count. Nothing else.
     """
     n = y.numel()
-    scoring = sparse and strategy.scores_before_backward
+    scoring = sparse and method.scores_before_backward
     if scoring:
         logits_all = _score(model, x, settings)
         sig = significance(logits_all, y, settings.entropy_weight)
-        selected = strategy.select(sig, controller.threshold)
+        selected = method.select(sig, controller.threshold)
     else:
         selected = None  # every loaded sample
     n_selected = n if selected is None else selected.numel()
@@ -159,23 +159,25 @@ def train_step(
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,
                    window_active: int, grad_clip: float,
-                   window_weight: float | torch.Tensor | None = None) -> bool:
+                   divisor: float | torch.Tensor | None = None) -> bool:
     """Finish an accumulation window. Returns False when the step was skipped.
 
-    Gradients hold the *weighted sum* over the window's active samples (all ranks);
-    dividing by the window's global weight sum (``window_weight``; the active count when
-    every weight is 1) gives the exact weighted mean over the samples that were really
-    trained, however they were spread over micro-steps and ranks. Dividing by the count
-    instead would scale the step by the mean weight (3.2x at keep probability 0.05). With nothing
-    active anywhere the step is skipped: momentum and weight decay would otherwise
-    still move the weights, and GradScaler would raise for lack of inf checks.
+    Gradients hold the *weighted sum* over the window's active samples (all ranks); the
+    step divides it by ``divisor``, the method's normalisation
+    (``SparseMethod.step_divisor``; None: the active count). AST's methods pass the
+    window's global weight sum, which gives the exact weighted mean over the samples that
+    were really trained, however they were spread over micro-steps and ranks; dividing
+    by the count instead would scale the step by the mean weight (3.2x at keep
+    probability 0.05), which is what InfoBatch's rule does on purpose (docs/design.md §4).
+    With nothing active anywhere the step is skipped: momentum and weight decay would
+    otherwise still move the weights, and GradScaler would raise for lack of inf checks.
     """
     if window_active == 0:
         optimizer.zero_grad(set_to_none=True)
         return False
     if settings.scaler is not None:
         settings.scaler.unscale_(optimizer)
-    divisor = window_active if window_weight is None else window_weight
+    divisor = window_active if divisor is None else divisor
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if grads:
         if isinstance(divisor, torch.Tensor):

@@ -29,7 +29,7 @@ from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
 from astray.engine.models import check_model_name, create_model
 from astray.engine.records import EpochRow, macro_f1, read_metrics, read_steps, write_metrics, write_steps
-from astray.engine.schedule import epoch_is_sparse, lr_at, make_optimizer
+from astray.engine.schedule import lr_at, make_optimizer
 from astray.engine.state import (
     BEST,
     CONFIG,
@@ -42,11 +42,16 @@ from astray.engine.state import (
     seed_everything,
     set_rng_state,
 )
-from astray.engine.step import StepSettings, optimizer_step, train_step
+from astray.engine.step import StepSettings, StepStats, train_step
+from astray.engine.steplog import StepLog
+from astray.engine.totals import EpochTotals, GradientWindow
 from astray.errors import ConfigError, TrainingDiverged
 from astray.schema import SCOPE_DEVICE, SCOPE_DEVICE_SHARED, SCOPE_PROCESS
-from astray.sparse import PIController, create_strategy
-from astray.trackers import RunTensorBoard, require
+from astray.sparse import MethodContext, PIController, create_method
+from astray.sparse.dense import Dense
+from astray.sparse.selection import epoch_generator
+from astray.extras import require_extra
+from astray.trackers import RunTensorBoard
 
 # report(row, output_dir, improved=..., final=..., steps=...): called on every rank after
 # each epoch, once the primary has the row and the checkpoint on disk (the sweep's trial
@@ -89,7 +94,7 @@ def validate_for_run(cfg: RunConfig, resume: bool) -> Path:
     """Checks that need more than the config itself; all run before any work or write."""
     check_model_name(cfg.model.name)
     if cfg.logging.tensorboard:
-        require("tensorboard", "tensorboard", "logging.tensorboard=true")
+        require_extra("tensorboard", "tensorboard", "logging.tensorboard=true")
     out = Path(cfg.logging.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"logging.output_dir={str(out)!r} exists and is not a directory")
@@ -146,11 +151,10 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.sample_flops = measure_sample_flops(model, self.data.train[0][0].to(device))
         self.optimizer = make_optimizer(cfg, model)
-        self.strategy = create_strategy(a, len(self.data.train), t.seed, t.batch_size * self.world, t.batch_size)
+        self.method = create_method(a, MethodContext(len(self.data.train), t.seed, t.epochs, t.batch_size, self.world))
         if device.type == "cuda":
-            # Autotune kernels per shape only where shapes are bounded: full batches, or
-            # reforward's subsets rounded to ast.shape_buckets sizes (docs/design.md §10).
-            torch.backends.cudnn.benchmark = not (self.strategy.scores_before_backward and a.shape_buckets == 0)
+            # Autotune kernels per shape only where shapes are bounded (docs/design.md §10).
+            torch.backends.cudnn.benchmark = self.method.bounded_shapes
         self.controller = PIController.from_config(a)
         self.meter = create_meter(cfg.energy, device)
         self.energy_scope = (SCOPE_PROCESS if self.meter.source == "model"
@@ -164,9 +168,7 @@ class Trainer:
             self.idle_w = measure_idle_watts(self.meter, cfg.energy.idle_seconds)
         self.autocast = _autocast_factory(cfg, device)
         self.scaler = torch.amp.GradScaler("cuda") if (t.mixed_precision == "fp16" and device.type == "cuda") else None
-        # InfoBatch's scores are plain losses (its published rule); the others use significance.
-        entropy_weight = 0.0 if a.strategy == "infobatch" else a.entropy_weight
-        self.settings = StepSettings(entropy_weight, t.label_smoothing, self.autocast, self.scaler,
+        self.settings = StepSettings(self.method.entropy_weight, t.label_smoothing, self.autocast, self.scaler,
                                      cfg.model.channels_last)
 
         self.rows: list[dict[str, Any]] = []
@@ -218,7 +220,7 @@ class Trainer:
         return {
             "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "controller": self.controller.state_dict(), "strategy": self.strategy.state_dict(),
+            "controller": self.controller.state_dict(), "strategy": self.method.state_dict(),
             "rng": rng_per_rank[0], "rng_per_rank": rng_per_rank, "epoch": epoch, "best_val_acc": self.best_acc,
             "epochs_without_gain": self.epochs_no_gain, "time_s": time_s,
             "astray_version": __version__, "model_name": self.cfg.model.name, "num_classes": self.data.num_classes,
@@ -230,7 +232,7 @@ class Trainer:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.controller.load_state_dict(ckpt["controller"])
-        self.strategy.load_state_dict(ckpt["strategy"])
+        self.method.load_state_dict(ckpt["strategy"])
         per_rank = ckpt.get("rng_per_rank") or []
         # Each rank continues its own stream; a checkpoint from another world size (or
         # from before per-rank states) gives every rank the primary's.
@@ -248,130 +250,84 @@ class Trainer:
         return not math.isfinite(mean_loss) or (max_loss > 0 and mean_loss > max_loss)
 
     def run_epoch(self, epoch: int, sparse: bool) -> EpochWork:
-        """Train one epoch (0-based) on this rank's share of the strategy's plan.
+        """Train one epoch (0-based) on this rank's share of the method's plan.
 
         Losses, correct counts and scores stay on the device and are read once at the
         end of the epoch (and at ``logging.log_every_steps``): on CUDA a read is a sync.
         In one process the divergence check is read there too; under DDP it rides on the
         step's all-reduce, which is read every step anyway (docs/design.md §10).
         """
-        cfg, t = self.cfg, self.cfg.training
-        every = cfg.logging.steps_every
-        trace: list[dict[str, Any]] = []
-        self.controller.trace = [] if every else None  # stale steps its controller while planning
-        plan = self.strategy.plan_epoch(epoch, self.controller, dense=not sparse)
-        planned = self.controller.trace or []
-        for w, (progress, rate, threshold, error, integral) in enumerate(planned):
-            if w % every == 0 or w == len(planned) - 1:  # the last: the threshold the epoch trains with
-                trace.append({"epoch": epoch + 1, "step": w, "progress": progress, "source": "plan",
-                              "activation": rate, "threshold": threshold, "error": error, "integral": integral,
-                              "loss": math.nan, "lr": math.nan})
-        self.controller.trace = None
-        local = plan.indices[ddp.shard(torch.arange(plan.indices.numel()))]
-        if local.numel() % t.batch_size == 1 and local.numel() > 1:
-            local = local[:-1]  # a last batch of one sample breaks training-mode BatchNorm
-        weight_of = None
-        if plan.weights is not None and bool((plan.weights != 1).any()):
-            weight_of = torch.ones(len(self.data.train))
-            weight_of[plan.indices] = plan.weights
-            weight_of = weight_of.to(self.device)
-        self.train_sampler.set_plan(local.tolist())
+        cfg, t, method = self.cfg, self.cfg.training, self.method
+        plan = method.plan_epoch(epoch, self.controller, dense=not sparse)
+        weight_of = self._load(plan)
         steps = len(self.train_loader)
         # The shadow controller update only matters when a sparse epoch follows.
-        calibrate = self.strategy.uses_controller and not sparse and any(
-            epoch_is_sparse(cfg, e) for e in range(epoch + 1, t.epochs))
-        distributed = ddp.is_distributed()
-
-        loaded = forward = backward = 0
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        bad = torch.zeros((), dtype=torch.bool, device=self.device)  # a step's loss was non-finite or too high
-        seen_idx, seen_sig = [], []
-        window_active, window_weight, stop = 0, 0.0, False
-        nonfinite: bool | torch.Tensor = False  # the previous step's flag, all-reduced by the next (DDP)
-        window_unsynced = False  # some backward of this window ran under no_sync (rule 6)
-        bar = self._bar(steps, f"epoch {epoch + 1}/{t.epochs} [{cfg.ast.strategy if sparse else 'dense'}]")
-        shown_at = -math.inf  # the first step shows its figures at once
+        calibrate = (method.uses_controller and not sparse
+                     and any(method.is_sparse(e) for e in range(epoch + 1, t.epochs)))
+        target = f"/{cfg.ast.target_activation:g}" if sparse and method.uses_controller else ""
+        steplog = StepLog(epoch, steps, plan, cfg.logging.steps_every, cfg.logging.log_every_steps,
+                          self.controller, lambda: self.optimizer.param_groups[0]["lr"],
+                          self._bar(steps, f"epoch {epoch + 1}/{t.epochs} [{method.name if sparse else Dense.name}]"),
+                          target, log)
+        totals, window = EpochTotals(self.device), GradientWindow()
+        stop = False
         self.meter.begin()
         t0 = time.perf_counter()
         for step, (x, y, idx) in enumerate(self.train_loader):
-            x, y = _to_device(x, y, self.device, cfg.model.channels_last)
-            weights = None if weight_of is None else weight_of[idx.to(self.device, non_blocking=True)]
             progress = epoch + step / max(steps, 1)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(cfg, progress, self.world)
-            elapsed = self.elapsed_before + time.perf_counter() - self.started
-            over_time = t.max_minutes > 0 and elapsed > 60 * t.max_minutes
             window_end = (step + 1) % t.grad_accum_steps == 0 or step + 1 == steps
-            s = train_step(self.model, x, y, weights, self.strategy, self.controller,
-                           self.settings, sparse=sparse, progress=progress, stop_requested=over_time,
-                           nonfinite_seen=nonfinite, calibrate=calibrate, window_end=window_end)
-            if s.diverged is True:
-                raise self._diverged(f"at epoch {epoch + 1} step {step} (lr {lr_at(cfg, progress, self.world):.3g})")
-            step_bad = self._loss_too_high_t(s.loss_sum, s.loaded)
-            if distributed:
-                nonfinite = step_bad
-            else:
-                bad |= step_bad
-            window_active += s.global_active
-            window_weight = window_weight + s.global_weight
-            window_unsynced |= s.global_active > 0 and not s.synced
+            s = self._step(x, y, idx, weight_of, sparse, progress, calibrate, totals.pending, window_end)
+            totals.add(s, idx, self._loss_too_high_t(s.loss_sum, s.loaded))
+            window.add(s)
             if window_end or s.stop:
-                if window_unsynced and not s.synced:
-                    ddp.average_gradients_(self.model)  # the last micro-step ran no backward (rule 6)
-                window_unsynced = False
-                optimizer_step(self.model, self.optimizer, self.settings, window_active, t.grad_clip, window_weight)
-                window_active, window_weight = 0, 0.0
-            loaded += s.loaded
-            forward += s.forward
-            backward += s.backward
-            loss_sum += s.loss_sum
-            correct += s.correct
-            seen_idx.append(idx)
-            seen_sig.append(s.sig)
-            if every and (step % every == 0 or step + 1 == steps):
-                # A read of the step's loss (a sync on CUDA) every steps_every steps and at
-                # the epoch's last, so the trace ends on the threshold the epoch ended with.
-                trace.append({"epoch": epoch + 1, "step": step, "progress": progress, "source": "step",
-                              "activation": s.global_active / max(s.global_loaded, 1),
-                              "threshold": self.controller.threshold, "error": self.controller.error,
-                              "integral": self.controller.integral, "loss": float(s.loss_sum) / max(s.loaded, 1),
-                              "lr": self.optimizer.param_groups[0]["lr"]})
-            if cfg.logging.log_every_steps and (step + 1) % cfg.logging.log_every_steps == 0:
-                if bool(bad):  # a read: only here and at the end of the epoch
-                    raise self._diverged(f"in epoch {epoch + 1} by step {step}")
-                log(f"  epoch {epoch + 1} step {step + 1}/{steps} loss {float(loss_sum) / max(loaded, 1):.4f} "
-                    f"act {backward / max(loaded, 1):.3f} threshold {self.controller.threshold:.4g}")
-            if bar is not None:
-                bar.update(1)
-                now = time.perf_counter()
-                if now - shown_at > 0.5:  # the loss is a device value: read it twice a second at most
-                    shown_at = now
-                    target = f"/{cfg.ast.target_activation:g}" if sparse and self.strategy.uses_controller else ""
-                    bar.set_postfix_str(f"{loaded / (now - t0):.0f} img/s, loss {float(loss_sum) / max(loaded, 1):.4f}, "
-                                        f"act {backward / max(loaded, 1):.3f}{target}, "
-                                        f"thr {self.controller.threshold:.4g}")
+                window.close(self.model, self.optimizer, self.settings, method.step_divisor, t.grad_clip, s.synced)
+            steplog.step(step, s, totals, progress,
+                         before_line=lambda: totals.check(lambda: self._diverged(f"in epoch {epoch + 1} by step {step}")))
             if s.stop:
                 stop = True
                 break
-        if bar is not None:
-            bar.close()
-        if sparse and self.strategy.biased_batches and self.recalibration_size() > 0:
-            forward += self.recalibrate_batchnorm(epoch)
+        trace = steplog.close()
+        if method.recalibrates_batchnorm(sparse) and self.recalibration_size() > 0:
+            totals.forward += self.recalibrate_batchnorm(epoch)
         train_time = time.perf_counter() - t0
         energy = self.meter.end()
-        if bool(bad):
-            raise self._diverged(f"in epoch {epoch + 1}")
-
-        sig = torch.cat(seen_sig).float().cpu() if seen_sig else torch.zeros(0)
-        idx = torch.cat(seen_idx) if seen_idx else torch.zeros(0, dtype=torch.int64)
-        self.strategy.observe(*ddp.gather_scores(idx, sig))  # rule 4
+        totals.check(lambda: self._diverged(f"in epoch {epoch + 1}"))
+        method.observe(*ddp.gather_scores(*totals.measured()))  # rule 4
         ddp.check_same_on_all_ranks(self.controller.threshold, "controller threshold")  # rule 3
-        loaded, forward, backward, loss_sum, correct = ddp.sum_over_ranks(
-            [loaded, forward, backward, float(loss_sum), float(correct)])
+        loaded, forward, backward, loss_sum, correct = totals.over_ranks()
         if self._loss_too_high(loss_sum / max(loaded, 1)):
             raise self._diverged(f"in epoch {epoch + 1}")
         return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop, trace)
+
+    def _load(self, plan) -> torch.Tensor | None:
+        """Hand this rank's share of ``plan`` to the loader; the per-sample loss weights by
+        dataset index (on the device), or None when every weight is 1."""
+        local = plan.indices[ddp.shard(torch.arange(plan.indices.numel()))]
+        if local.numel() % self.cfg.training.batch_size == 1 and local.numel() > 1:
+            local = local[:-1]  # a last batch of one sample breaks training-mode BatchNorm
+        self.train_sampler.set_plan(local.tolist())
+        if plan.weights is None or not bool((plan.weights != 1).any()):
+            return None
+        weight_of = torch.ones(len(self.data.train))
+        weight_of[plan.indices] = plan.weights
+        return weight_of.to(self.device)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, weight_of: torch.Tensor | None,
+              sparse: bool, progress: float, calibrate: bool, nonfinite: bool | torch.Tensor,
+              window_end: bool) -> StepStats:
+        """One training step at ``progress`` (epochs): the learning rate, the time budget, the step."""
+        cfg, t = self.cfg, self.cfg.training
+        x, y = _to_device(x, y, self.device, cfg.model.channels_last)
+        weights = None if weight_of is None else weight_of[idx.to(self.device, non_blocking=True)]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, progress, self.world)
+        elapsed = self.elapsed_before + time.perf_counter() - self.started
+        s = train_step(self.model, x, y, weights, self.method, self.controller, self.settings, sparse=sparse,
+                       progress=progress, stop_requested=t.max_minutes > 0 and elapsed > 60 * t.max_minutes,
+                       nonfinite_seen=nonfinite, calibrate=calibrate, window_end=window_end)
+        if s.diverged is True:
+            raise self._diverged(f"at epoch {progress + 1:.3f} (lr {lr_at(cfg, progress, self.world):.3g})")
+        return s
 
     def _loss_too_high_t(self, loss_sum: torch.Tensor, n: int) -> torch.Tensor:
         """The per-step divergence test as a device flag (no read)."""
@@ -402,7 +358,7 @@ class Trainer:
         only at evaluation, so they should describe the images evaluation sees (and no
         augmentation is paid for, nor drawn from the random stream)."""
         n = len(self.data.train)
-        gen = torch.Generator().manual_seed(self.cfg.training.seed * 1_000_003 + epoch + 500_009)
+        gen = epoch_generator(self.cfg.training.seed, epoch + 500_009)
         indices = torch.randperm(n, generator=gen)[: self.recalibration_size()]
         return batchnorm.recalibrate(
             self.model, self.recalibration_data, indices, self.cfg.training.batch_size,
@@ -443,7 +399,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         stopped = "completed"
         for epoch in range(self.start_epoch, t.epochs):
-            sparse = epoch_is_sparse(cfg, epoch)
+            sparse = self.method.is_sparse(epoch)
             work = self.run_epoch(epoch, sparse)
             self.meter.begin()
             val = self.evaluate()
@@ -462,7 +418,7 @@ class Trainer:
                 energy_j=ddp.sum_over_devices(self.meter.device_keys, energy),
                 val_energy_j=ddp.sum_over_devices(self.meter.device_keys, val_energy),
                 energy_source=self.meter.source, energy_scope=self.energy_scope, idle_w=self.idle_w,
-                lr=self.optimizer.param_groups[0]["lr"], strategy=cfg.ast.strategy if sparse else "dense",
+                lr=self.optimizer.param_groups[0]["lr"], strategy=self.method.name if sparse else Dense.name,
             ).as_dict()
             self.rows.append(row)
             self.step_rows.extend(work.steps)

@@ -57,9 +57,6 @@ class PIController:
         self.integral = 0.0
         self.ema: float | None = None
         self.updates = 0
-        # When a list, every update appends (progress, rate, threshold, error, integral):
-        # the trainer's step trace (steps.parquet). Not state: never checkpointed.
-        self.trace: list[tuple[float, float, float, float, float]] | None = None
 
     @classmethod
     def from_config(cls, cfg: ASTConfig) -> PIController:
@@ -97,8 +94,6 @@ class PIController:
         ki = self.ki * _ramp(epoch, self.ki_warmup_epochs)
         self.log_threshold = max(lo, min(hi, self.log_threshold + kp * error + ki * self.integral))
         self.updates += 1
-        if self.trace is not None:
-            self.trace.append((epoch, rate, self.threshold, error, self.integral))
         return self.threshold
 
     @property

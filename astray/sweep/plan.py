@@ -72,17 +72,21 @@ class TrialPlan:
     never handed out again; one that is missing, still ``running`` (its driver died) or
     ``error`` is handed out, under the id of its earlier attempt, and
     ``checkpoint_of(trial_id)`` says where that attempt left a checkpoint to continue from.
+    ``resolve(config)`` is the run config the trial trains (``trial_config.resolved_trial_run``),
+    worked out once, here, and handed on in the trial's config as ``run``.
     """
 
     def __init__(self, baselines: Sequence[Baseline], num_samples: int, repeats: int, base_seed: int,
                  metrics: Sequence[str], study: Study, records: Iterable[dict[str, Any]] = (),
-                 checkpoint_of: Callable[[str], str | None] = lambda trial_id: None) -> None:
+                 checkpoint_of: Callable[[str], str | None] = lambda trial_id: None,
+                 resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.num_samples = num_samples
         self.repeats = repeats
         self.base_seed = base_seed
         self.metrics = list(metrics)
         self.study = study
         self.checkpoint_of = checkpoint_of
+        self.resolve = resolve
         self.configs: dict[str, Configuration] = {
             b.config_id: Configuration(b.config_id, b.kind, b.value) for b in baselines}
         self.baselines = len(self.configs)
@@ -157,9 +161,12 @@ class TrialPlan:
         c = self.configs[cid]
         previous = self.previous.get((cid, replicate))
         tid = previous or trial_key(cid, replicate)
-        return {**c.params, "baseline_kind": c.kind, "baseline_value": c.value, "config_id": cid,
-                "replicate": replicate, "seed": self.base_seed + replicate, "trial_id": tid,
-                "resume_from": self.checkpoint_of(tid) if previous else None}
+        config = {**c.params, "baseline_kind": c.kind, "baseline_value": c.value, "config_id": cid,
+                  "replicate": replicate, "seed": self.base_seed + replicate, "trial_id": tid,
+                  "resume_from": self.checkpoint_of(tid) if previous else None}
+        if self.resolve is not None:
+            config["run"] = self.resolve(config)
+        return config
 
     def finished(self, record: dict[str, Any]) -> None:
         """A trial ended (its final store row); once a searched configuration's replicates

@@ -38,7 +38,7 @@ from ray.tune.search import Searcher  # noqa: E402
 
 from astray.config.sweep import ResourcesConfig  # noqa: E402
 from astray.sweep.plan import TrialPlan  # noqa: E402
-from astray.trackers import require  # noqa: E402
+from astray.extras import require_extra  # noqa: E402
 
 
 # Checkpoints Ray keeps per trial, Tune and Train alike, ranked by CHECKPOINT_SCORE (the
@@ -284,10 +284,10 @@ def logger_callbacks(names: list[str], store: Path, sweep_name: str) -> list[Any
     out: list[Any] = []
     for name in names:
         if name == "tensorboard":
-            require("tensorboard", "tensorboardX", "sweep.loggers: tensorboard")
+            require_extra("tensorboard", "tensorboardX", "sweep.loggers: tensorboard")
             out.append(tune.logger.TBXLoggerCallback())
         elif name == "mlflow":
-            require("mlflow", "mlflow", "sweep.loggers: mlflow")
+            require_extra("mlflow", "mlflow", "sweep.loggers: mlflow")
             # Ray's MLflow integration imports mlflow: only when asked for.
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
@@ -309,7 +309,7 @@ def logger_callbacks(names: list[str], store: Path, sweep_name: str) -> list[Any
             out.append(TaggedMLflowLogger(tracking_uri=mlflow_uri(store), experiment_name=sweep_name,
                                           tags={"astray.sweep": sweep_name}))
         elif name == "wandb":
-            require("wandb", "wandb", "sweep.loggers: wandb")
+            require_extra("wandb", "wandb", "sweep.loggers: wandb")
             # Ray's W&B integration imports wandb: only when asked for.
             from ray.air.integrations.wandb import WandbLoggerCallback
 

@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from astray.analysis.pareto import non_dominated
+from astray.pareto import non_dominated
 from astray.config.dotted import get_dotted
-from astray.config.load import build_config
 from astray.config.sweep import SweepSpec
 from astray.schema import (
     BASELINE_FLAG,
@@ -30,7 +29,6 @@ from astray.schema import (
 )
 from astray.sweep.plan import TrialPlan
 from astray.sweep.store import ResultStore, read_trials, trial_summary
-from astray.sweep.trial_config import trial_run_config
 
 
 def print_line(line: str) -> None:
@@ -66,17 +64,15 @@ class SweepRecorder:
         trial_id = config["trial_id"]
         rec = self.records.get(trial_id)
         if rec is None:
-            # The same resolution the trial applies, so the row names what really ran.
-            resolved = build_config(trial_run_config(self.spec, config))
+            run = config["run"]  # what the trial trains, resolved once by the plan
             kind = config.get("baseline_kind", KIND_SEARCHED)
             rec = {"trial_id": trial_id, "status": RUNNING, BASELINE_FLAG: kind != KIND_SEARCHED,
-                   "baseline_kind": kind, "budget": resolved.training.epochs / self.spec.run.training.epochs,
+                   "baseline_kind": kind, "budget": run["training"]["epochs"] / self.spec.run.training.epochs,
                    "config_id": config["config_id"], "replicate": config["replicate"],
-                   "seed": resolved.training.seed, "epochs": 0, "error": None, "node_id": None,
-                   "config_json": json.dumps(resolved.to_dict(), sort_keys=True)}
-            settings = resolved.to_dict()
+                   "seed": run["training"]["seed"], "epochs": 0, "error": None, "node_id": None,
+                   "config_json": json.dumps(run, sort_keys=True)}
             for p in self.spec.search.params:  # the values the trial really trained with
-                rec[p.key] = get_dotted(settings, p.key)
+                rec[p.key] = get_dotted(run, p.key)
             self.records[trial_id] = rec
         if trial_id not in self.epochs:
             # An attempt that continues an earlier one starts from what the store holds.

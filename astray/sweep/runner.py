@@ -36,6 +36,7 @@ from astray.sweep.trial_config import (
     check_data_on_driver,
     check_trial_fits,
     resolved_sweep_config,
+    resolved_trial_run,
     sweep_paths,
 )
 
@@ -74,7 +75,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
         plan = recorder.plan = TrialPlan(search.parsed_baselines, search.num_samples, search.repeats,
                                          spec.run.training.seed, [o.metric for o in search.parsed_objectives],
                                          study, recorder.records.values(),
-                                         checkpoint_of=functools.partial(resume_point, paths.storage))
+                                         checkpoint_of=functools.partial(resume_point, paths.storage),
+                                         resolve=functools.partial(resolved_trial_run, spec))
         print(start_line(spec, plan, resume, root, study_name, paths.journal), flush=True)
         if plan.to_train():
             trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),

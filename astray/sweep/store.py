@@ -23,11 +23,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from astray.engine.records import EPOCH_SCHEMA, STEP_SCHEMA
+from astray.engine.records import METRICS_SCHEMA, TRACE_SCHEMA
 from astray.io import read_parquet, write_parquet, write_text
 from astray.schema import BASELINE_FLAG
 
 MANIFEST = "sweep.json"
+TRIALS, EPOCHS, STEPS = "trials", "epochs", "steps"  # the store's folders: one Parquet file per trial in each
 
 TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("trial_id", pa.string()),
@@ -64,8 +65,8 @@ def trial_schema(searched: dict[str, pa.DataType]) -> pa.Schema:
     return pa.schema(TRIAL_COLUMNS + list(searched.items()))
 
 
-EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(EPOCH_SCHEMA.names, EPOCH_SCHEMA.types)))
-STEPS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(STEP_SCHEMA.names, STEP_SCHEMA.types)))
+EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(METRICS_SCHEMA.names, METRICS_SCHEMA.types)))
+STEPS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(TRACE_SCHEMA.names, TRACE_SCHEMA.types)))
 
 
 def trial_summary(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,9 +99,9 @@ class ResultStore:
     def __init__(self, root: str | Path, searched: dict[str, pa.DataType]) -> None:
         self.root = Path(root)
         self.searched = dict(searched)
-        self.trials_dir = self.root / "trials"
-        self.epochs_dir = self.root / "epochs"
-        self.steps_dir = self.root / "steps"
+        self.trials_dir = self.root / TRIALS
+        self.epochs_dir = self.root / EPOCHS
+        self.steps_dir = self.root / STEPS
         self._schema = trial_schema(self.searched)
 
     def open(self) -> ResultStore:
@@ -153,18 +154,24 @@ class ResultStore:
         return read_parquet(path).to_pylist() if path.exists() else []
 
 
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is a sweep's result store (it has the trials folder)."""
+    return (Path(path) / TRIALS).is_dir()
+
+
 def read_trials(root: str | Path) -> pa.Table:
     """All trial rows of a sweep (also while it runs)."""
-    return _read_dir(Path(root) / "trials")
+    return _read_dir(Path(root) / TRIALS)
 
 
 def read_epochs(root: str | Path) -> pa.Table:
-    return _read_dir(Path(root) / "epochs")
+    """Every trial's epoch rows (empty when there are none yet)."""
+    return _read_dir(Path(root) / EPOCHS)
 
 
 def read_steps(root: str | Path) -> pa.Table:
     """Every trial's step trace (empty for a store written before it existed)."""
-    return _read_dir(Path(root) / "steps")
+    return _read_dir(Path(root) / STEPS)
 
 
 def _read_dir(path: Path) -> pa.Table:

@@ -28,7 +28,6 @@ from astray.schema import BASELINE_FLAG, DIVERGED, KIND_SEARCHED, OBJECTIVE_METR
 from astray.sweep import ray_adapter
 from astray.sweep.checkpoints import copy_checkpoint
 from astray.sweep.store import trial_summary
-from astray.sweep.trial_config import trial_run_config
 
 
 def running_metrics(rows: list[dict[str, Any]], row: dict[str, Any], extra: dict[str, Any],
@@ -116,12 +115,13 @@ def diverged_metrics(exc: Exception, extra: dict[str, Any]) -> dict[str, Any]:
 def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
     """The Tune function trainable; ``storage`` is the driver's resolved Ray storage path.
 
-    ``config`` comes from ``astray.sweep.plan``: its ``trial_id`` is astray's stable id of
-    the trial, and ``resume_from`` the checkpoint an earlier attempt (of a driver that
-    died) left, used when Tune has none of its own for this attempt.
+    ``config`` comes from ``astray.sweep.plan``: ``run`` is the run config to train (resolved
+    by the driver), ``trial_id`` astray's stable id of the trial, and ``resume_from`` the
+    checkpoint an earlier attempt (of a driver that died) left, used when Tune has none
+    of its own for this attempt.
     """
     work = Path(tempfile.gettempdir()) / "astray-trials" / f"{spec.sweep.name}-{ray_adapter.trial_id()}"
-    raw = trial_run_config(spec, config, work)
+    raw = set_dotted(config["run"], {"logging.output_dir": str(work)})
     extra = {BASELINE_FLAG: config.get("baseline_kind", KIND_SEARCHED) != KIND_SEARCHED,
              "node_ids": ray_adapter.node_id()}
     if spec.resources.workers_per_trial > 1:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from astray.config.dotted import get_dotted, set_dotted
+from astray.config.load import build_config
 from astray.config.sweep import Baseline, ResourcesConfig, SweepSpec, baseline_overrides
 from astray.engine.data import build_datasets
 from astray.engine.models import check_model_name
 from astray.errors import ConfigError
 from astray.schema import KIND_SEARCHED
-from astray.sweep.store import MANIFEST
+from astray.sweep.store import MANIFEST, TRIALS
 
 # What a --resume may change: how trials are placed, retried, checkpointed and logged,
 # never what they train. (results_dir and storage find the sweep: a moved one still resumes.)
@@ -61,7 +62,7 @@ def check_before_start(spec: SweepSpec, resume: bool) -> bool:
     check_model_name(spec.run.model.name)
     paths = sweep_paths(spec)
     manifest = paths.store / MANIFEST
-    written = any((paths.store / "trials").glob("*.parquet")) or (paths.local and Path(paths.experiment).exists())
+    written = any((paths.store / TRIALS).glob("*.parquet")) or (paths.local and Path(paths.experiment).exists())
     if resume and manifest.is_file():
         check_resume_matches(spec, json.loads(manifest.read_text()))
         return True
@@ -149,7 +150,7 @@ def check_trial_fits(res: ResourcesConfig, nodes: list[dict[str, float]]) -> str
                       "values, or set resources.autoscaling: true on a cluster that adds nodes")
 
 
-def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | None = None) -> dict[str, Any]:
+def trial_run_config(spec: SweepSpec, config: dict[str, Any]) -> dict[str, Any]:
     """The raw run config of a trial: base + searched values, or base + a baseline's
     overrides; then the replicate's seed (``astray.sweep.plan`` makes ``config``)."""
     kind = config.get("baseline_kind", KIND_SEARCHED)
@@ -162,8 +163,6 @@ def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | N
         raw = set_dotted(spec.raw_run, baseline_overrides(b, spec.run.training.epochs))
     if config.get("seed") is not None:
         raw = set_dotted(raw, {"training.seed": int(config["seed"])})
-    if work_dir is not None:
-        raw = set_dotted(raw, {"logging.output_dir": str(work_dir)})
     # Meters read whole devices: say so when other trials share the device.
     res = spec.resources
     shared = 0 < res.gpus_per_worker < 1 or (res.gpus_per_worker == 0 and spec.search.max_concurrent > 1)
@@ -173,6 +172,12 @@ def trial_run_config(spec: SweepSpec, config: dict[str, Any], work_dir: Path | N
         # One intra-op thread per reserved CPU: trials sharing a node must not oversubscribe it.
         raw = set_dotted(raw, {"training.threads": max(1, int(res.cpus_per_worker))})
     return raw
+
+
+def resolved_trial_run(spec: SweepSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """What a trial trains, resolved and validated once in the driver: the plan puts it in
+    the trial's config (``run``), the trial trains it and the store records it."""
+    return build_config(trial_run_config(spec, config)).to_dict()
 
 
 def resolved_sweep_config(spec: SweepSpec) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import check_legacy_fields, prepare_config, validate_config
 
-from astray.config.sweep import load_sweep
+from astray.config.sweep import load_sweep_spec
 from astray.cli.tune import parse_args
 from tests.conftest import REPO
 
@@ -62,7 +62,7 @@ def imagenet_trial(tmp_path_factory):
     data = tmp_path_factory.mktemp("imagenet")
     (data / "train").mkdir()
     (data / "val").mkdir()
-    spec = load_sweep(str(REPO / "configs/imagenet.yaml"),
+    spec = load_sweep_spec(str(REPO / "configs/imagenet.yaml"),
                       [f"dataset.train_dir={data / 'train'}", f"dataset.val_dir={data / 'val'}"])
     r = spec.resources
     return r.workers_per_trial * r.gpus_per_worker, r.workers_per_trial * r.cpus_per_worker
@@ -236,7 +236,7 @@ def test_rayjob_entrypoint_is_a_valid_astray_sweep(manifest, tmp_path):
     (tmp_path / "val").mkdir()
     local = {"dataset.train_dir": tmp_path / "train", "dataset.val_dir": tmp_path / "val"}
     overrides = [f"{k}={local.get(k, v)}" for k, v in _set_values(entrypoint).items()]
-    spec = load_sweep(str(config), overrides)
+    spec = load_sweep_spec(str(config), overrides)
     assert spec.sweep.storage.startswith("/mnt/") and spec.sweep.results_dir.startswith("/mnt/")
 
 

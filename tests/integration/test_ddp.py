@@ -18,10 +18,12 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from astray.engine import ddp as dist
-from astray.sparse import PIController, ReforwardSelection, StaleSelection
+from astray.config.run import ASTConfig
+from astray.sparse import MethodContext, PIController
+from astray.sparse.reforward import Reforward
 from astray.engine.step import StepSettings, train_step
 from tests.conftest import PYTHON, REPO, small_overrides
-from tests.helpers import FixedSelection, tiny_mlp
+from tests.helpers import FixedSelection, make_method, tiny_mlp
 
 SETTINGS = StepSettings(entropy_weight=0.1, label_smoothing=0.0, autocast=contextlib.nullcontext)
 WORLD = 2
@@ -68,7 +70,7 @@ def _grad_scenario(rank: int, chosen_per_rank: list[list[int]]) -> dict:
             "threshold": controller.threshold}
 
 
-class _RecordingReforward(ReforwardSelection):
+class _RecordingReforward(Reforward):
     """Reforward selection with shape buckets that remembers what it chose, and what the
     threshold alone would have chosen."""
 
@@ -85,7 +87,9 @@ def _bucketed_scenario(rank: int, threshold: float) -> dict:
     half = x.shape[0] // WORLD
     model = dist.wrap_model(tiny_mlp(), torch.device("cpu"))
     controller = PIController(target=0.3, kp=0.0, ki=0.0, initial_threshold=threshold)
-    strategy = _RecordingReforward(1000, shape_buckets=3, batch_size=half)
+    ast = ASTConfig(strategy="reforward")
+    ast.methods = {"reforward": Reforward.Settings(shape_buckets=3)}
+    strategy = _RecordingReforward(ast, MethodContext(dataset_size=1000, seed=0, epochs=1, batch_size=half))
     s = train_step(model, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half], None, strategy,
                    controller, SETTINGS, sparse=True, progress=1.0)
     return {**strategy.record, "grads": [p.grad / s.global_active for p in model.parameters()],
@@ -97,7 +101,7 @@ def _threshold_scenario(rank: int, steps: int) -> dict:
     model = dist.wrap_model(tiny_mlp(), torch.device("cpu"))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     controller = PIController(target=0.3, kp=1.0, ki=0.05)
-    strategy = ReforwardSelection(1000, min_active_fraction=0.0)
+    strategy = make_method("reforward", 1000, shape_buckets=0, min_active_fraction=0.0)
     g = torch.Generator().manual_seed(100 + rank)
     thresholds, backward = [], []
     for step in range(steps):
@@ -116,7 +120,7 @@ def _threshold_scenario(rank: int, steps: int) -> dict:
 
 def _stale_scenario(rank: int, n: int) -> dict:
     """Ranks see different samples; after the gather they must plan the same epoch."""
-    strategy = StaleSelection(n, seed=7, keep_prob=0.1, window=32)
+    strategy = make_method("stale", n, seed=7, batch=32, keep_prob=0.1, min_active_fraction=0.0)
     controller = PIController(target=0.3, kp=1.0, ki=0.02)
     plan = strategy.plan_epoch(0, controller, dense=True)
     mine = dist.shard(plan.indices)
@@ -124,7 +128,7 @@ def _stale_scenario(rank: int, n: int) -> dict:
     strategy.observe(dist.all_gather_cat(mine), dist.all_gather_cat(local_scores))
     plan = strategy.plan_epoch(1, controller, dense=False)
     return {"kept": plan.indices, "weights": plan.weights, "shard": dist.shard(plan.indices),
-            "threshold": controller.threshold, "scores": strategy.scores}
+            "threshold": controller.threshold, "scores": strategy.table.scores}
 
 
 def _energy_scenario(rank: int, _: object) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from astray.config.load import load_config
-from astray.engine.records import EPOCH_SCHEMA, read_metrics
+from astray.engine.records import METRICS_SCHEMA, read_metrics
 from astray.engine.trainer import run
 from tests.conftest import PYTHON, REPO, small_overrides
 
@@ -31,7 +31,7 @@ def test_run_writes_metrics_config_and_loadable_checkpoints(tmp_path):
     result = run(_cfg(tmp_path / "run", **{"ast.strategy": "reforward"}))
     out = tmp_path / "run"
     df = pd.read_parquet(out / "metrics.parquet")
-    assert list(df.columns) == EPOCH_SCHEMA.names
+    assert list(df.columns) == METRICS_SCHEMA.names
     assert df["epoch"].tolist() == [1, 2]
     assert set(df["energy_source"]) == {"model"}
     assert (df["energy_j"] > 0).all() and (df["train_time_s"] > 0).all()
@@ -47,10 +47,10 @@ def test_run_writes_metrics_config_and_loadable_checkpoints(tmp_path):
 
 def test_sparse_epoch_backward_shapes_are_bounded_by_the_buckets(tmp_path):
     """A real reforward epoch: every training forward (the backward batch) has one of at
-    most ast.shape_buckets + 1 sizes (the epoch's short last batch is capped at its size)."""
+    most ast.reforward.shape_buckets + 1 sizes (the epoch's short last batch is capped at its size)."""
     from astray.engine.trainer import Trainer
 
-    cfg = _cfg(tmp_path / "r", **{"ast.strategy": "reforward", "ast.shape_buckets": 4,
+    cfg = _cfg(tmp_path / "r", **{"ast.strategy": "reforward", "ast.reforward.shape_buckets": 4,
                                   "ast.target_activation": 0.3, "training.epochs": 3})
     trainer = Trainer(cfg, tmp_path / "r", torch.device("cpu"), resume=False)
     sizes: list[int] = []

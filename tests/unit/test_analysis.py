@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from astray.analysis.compute import analyze, exclusion_reason, front_of, reference_point, savings_against
-from astray.analysis.pareto import dominates, hypervolume, non_dominated
+from astray.pareto import dominates, hypervolume, non_dominated
 from astray.analysis.read import parse_objectives, sweep_from_rows
 from astray.errors import ConfigError
 from astray.schema import Objective

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from astray.config.sweep import load_sweep
+from astray.config.sweep import load_sweep_spec
 from astray.errors import ConfigError
 from astray.sweep.trainable import checkpoint_score, handed_files
 
@@ -44,4 +44,4 @@ def test_checkpoint_score_ranks_only_checkpoints_that_hold_a_new_best():
 
 def test_checkpoint_every_epochs_must_be_positive():
     with pytest.raises(ConfigError, match="sweep.checkpoint_every_epochs"):
-        load_sweep("configs/quickstart.yaml", ["sweep.checkpoint_every_epochs=0"])
+        load_sweep_spec("configs/quickstart.yaml", ["sweep.checkpoint_every_epochs=0"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from astray.config.load import build_config, load_config, save_config
 from astray.config.run import RunConfig
 from astray.errors import ConfigError
+from astray.sparse import METHODS
 
 
 def _error(path, overrides=None) -> str:
@@ -29,8 +31,11 @@ def _write(tmp_path: Path, data) -> Path:
 def test_defaults_build_and_validate():
     cfg = load_config(None)
     assert isinstance(cfg, RunConfig)
-    assert cfg == RunConfig()
     assert cfg == build_config({})
+    # The dataclass defaults, and every method's settings at theirs (ast.<method>).
+    assert dataclasses.replace(cfg, ast=dataclasses.replace(cfg.ast, methods={})) == RunConfig()
+    assert {name: type(s)() for name, s in cfg.ast.methods.items()} == cfg.ast.methods
+    assert set(cfg.ast.methods) == set(METHODS)
     assert 0 < cfg.ast.target_activation <= 1
     assert cfg.training.batch_size >= 2
     assert cfg.dataset.type == "digits"
@@ -67,7 +72,7 @@ sweep:           # a section read by other commands is ignored, not rejected
 
 
 def test_empty_yaml_file_gives_defaults(tmp_path):
-    assert load_config(_write(tmp_path, "")) == RunConfig()
+    assert load_config(_write(tmp_path, "")) == build_config({})
 
 
 def test_overrides_are_typed(tmp_path):
@@ -205,3 +210,32 @@ def test_missing_config_file_names_the_path(tmp_path):
     path = tmp_path / "absent.yaml"
     message = _error(path)
     assert str(path) in message
+
+
+def test_each_method_owns_a_typed_section_of_ast(tmp_path):
+    cfg = load_config(None, ["ast.strategy=stale", "ast.stale.max_age=3", "ast.infobatch.prune_ratio=0.8"])
+    assert cfg.ast.methods["stale"].max_age == 3 and cfg.ast.methods["infobatch"].prune_ratio == 0.8
+    assert cfg.to_dict()["ast"]["stale"] == {"keep_prob": 0.0, "max_age": 3}
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg  # a saved run's config reads back as it ran
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["ast.stale.max_age=-1"], "ast.stale.max_age=-1 is out of range"),
+    (["ast.stale.keep_prob=oops"], "ast.stale.keep_prob='oops' has the wrong type"),
+    (["ast.reforward.buckets=4"], "unknown config key 'ast.reforward.buckets' (did you mean shape_buckets?)"),
+    (["ast.masked.rate=0.5"], "unknown config key 'ast.masked'"),
+    (["ast.strategy=masked"], "ast.strategy='masked' is not allowed; choose one of dense, reforward, stale"),
+    (["ast.stale_max_age=3"], "ast.stale_max_age is now ast.stale.max_age"),
+    (["ast.shape_buckets=4"], "ast.shape_buckets is now ast.reforward.shape_buckets"),
+])
+def test_method_settings_errors_are_one_line(overrides, needle):
+    message = _error(None, overrides)
+    assert needle in message and "\n" not in message
+
+
+def test_a_config_saved_before_methods_had_sections_still_loads():
+    from astray.config.load import build_saved_config
+
+    cfg = build_saved_config({"ast": {"strategy": "stale", "stale_max_age": 2, "infobatch_anneal": 0.5}})
+    assert cfg.ast.methods["stale"].max_age == 2 and cfg.ast.methods["infobatch"].anneal == 0.5

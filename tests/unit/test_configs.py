@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from astray.errors import ConfigError
-from astray.config.sweep import load_sweep
+from astray.config.sweep import load_sweep_spec
 from tests.conftest import REPO
 
 
@@ -16,7 +16,7 @@ def _with_dirs(tmp_path):
 
 
 def test_quickstart_is_a_complete_sweep_on_embedded_data():
-    spec = load_sweep(str(REPO / "configs/quickstart.yaml"))
+    spec = load_sweep_spec(str(REPO / "configs/quickstart.yaml"))
     assert spec.run.dataset.type == "digits" and spec.run.training.device == "auto"
     assert {p.key for p in spec.search.params} == {"ast.kp", "ast.ki", "ast.target_activation", "ast.entropy_weight"}
     assert [(o.metric, o.mode) for o in spec.search.parsed_objectives] == [("val_acc", "max"), ("energy_j", "min")]
@@ -24,14 +24,14 @@ def test_quickstart_is_a_complete_sweep_on_embedded_data():
 
 @pytest.mark.parametrize("name", ["cifar10", "imagenet"])
 def test_gpu_configs_validate(tmp_path, name):
-    spec = load_sweep(str(REPO / f"configs/{name}.yaml"), _with_dirs(tmp_path))
+    spec = load_sweep_spec(str(REPO / f"configs/{name}.yaml"), _with_dirs(tmp_path))
     assert spec.run.dataset.type == "folder" and spec.run.training.mixed_precision == "bf16"
     assert spec.run.model.channels_last and spec.run.dataset.pin_memory and spec.run.dataset.num_workers > 0
     assert spec.resources.gpus_per_worker > 0
 
 
 def test_imagenet_recipe_is_multi_gpu_resnet50(tmp_path):
-    spec = load_sweep(str(REPO / "configs/imagenet.yaml"), _with_dirs(tmp_path))
+    spec = load_sweep_spec(str(REPO / "configs/imagenet.yaml"), _with_dirs(tmp_path))
     assert spec.run.model.name == "resnet50" and spec.run.dataset.num_classes == 1000
     assert spec.resources.workers_per_trial > 1 and spec.resources.gpus_per_worker == 1
     assert spec.run.dataset.image_size == 224
@@ -39,7 +39,7 @@ def test_imagenet_recipe_is_multi_gpu_resnet50(tmp_path):
 
 def test_gpu_configs_name_their_missing_data(tmp_path):
     with pytest.raises(ConfigError, match="dataset.train_dir"):
-        load_sweep(str(REPO / "configs/imagenet.yaml"), [f"dataset.train_dir={tmp_path}/nope"])
+        load_sweep_spec(str(REPO / "configs/imagenet.yaml"), [f"dataset.train_dir={tmp_path}/nope"])
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -57,15 +57,15 @@ def test_gpu_configs_name_their_missing_data(tmp_path):
 ])
 def test_bad_sweep_sections(override, needle):
     if needle is None:  # valid
-        load_sweep(str(REPO / "configs/quickstart.yaml"), [override])
+        load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [override])
         return
     with pytest.raises(ConfigError) as err:
-        load_sweep(str(REPO / "configs/quickstart.yaml"), [override])
+        load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [override])
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_choice_space_over_strategy_and_int_space():
-    spec = load_sweep(str(REPO / "configs/quickstart.yaml"), [
+    spec = load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [
         "search.space={ast.strategy: {type: choice, values: [reforward, stale]}, "
         "training.batch_size: {type: int, low: 16, high: 64, step: 16}}"])
     kinds = {p.key: p.arrow_type() for p in spec.search.params}
@@ -73,8 +73,8 @@ def test_choice_space_over_strategy_and_int_space():
 
 
 def test_fashion_config_reads_the_debian_files_or_says_where_they_come_from(tmp_path):
-    spec = load_sweep(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path}"])
+    spec = load_sweep_spec(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path}"])
     assert spec.run.dataset.type == "fashion_mnist" and spec.run.dataset.image_size == 28
     assert spec.run.ast.strategy == "stale" and spec.run.ast.warmup_epochs >= 1
     with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist"):
-        load_sweep(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path / 'absent'}"])
+        load_sweep_spec(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path / 'absent'}"])

@@ -24,7 +24,7 @@ from astray.analysis.frontier import (
     upper_envelope,
 )
 from astray.analysis.labels import headline_text
-from astray.analysis.model import Estimate, FrontierPoint
+from astray.analysis.results import Estimate, FrontierPoint
 from astray.analysis.read import read_sweep, sweep_from_rows
 from astray.cli.report import main
 from astray.sweep.store import TRIAL_COLUMNS

@@ -104,10 +104,62 @@ def test_code_cites_only_files_in_the_repository():
     assert not bad
 
 
-def test_the_readme_layout_section_names_every_package():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
-    packages = sorted(d.name for d in PACKAGE.iterdir() if (d / "__init__.py").exists())
-    assert packages == ["analysis", "cli", "config", "deploy", "engine", "sparse", "sweep"]
-    assert [p for p in packages if f"{p}/" not in section] == []
-    assert "schema.py" in section and "io.py" in section
+def _code_strings(tree: ast.AST) -> list[ast.Constant]:
+    """String constants in code, docstrings left out."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_the_loop_never_names_a_method():
+    """A method's behaviour lives in its class (astray/sparse/): outside it no code
+    compares a strategy with a name, and the names that are only methods' (not also
+    baseline kinds) appear nowhere in code."""
+    from astray.schema import BASELINE_KINDS
+    from astray.sparse import METHODS
+
+    only_methods = set(METHODS) - set(BASELINE_KINDS)
+    assert only_methods  # reforward, stale, infobatch, ...
+    bad = []
+    for path in MODULES:
+        if _rel(path).startswith("astray/sparse/"):
+            continue
+        tree = ast.parse(path.read_text())
+        bad += [f"{_rel(path)}:{c.lineno} names {c.value!r}" for c in _code_strings(tree) if c.value in only_methods]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and "strategy" in ast.unparse(node):
+                literals = [n for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in METHODS]
+                bad += [f"{_rel(path)}:{node.lineno} compares a strategy with {n.value!r}" for n in literals]
+    assert not bad, bad
+
+
+def _layout_map() -> dict[str, set[str]]:
+    """docs/design.md §8's map: package (or "" for the top level) → the .py files it names."""
+    design = (REPO / "docs" / "design.md").read_text()
+    section = design.split("## 8. Layers", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```\nastray/\n", 1)[1].split("```", 1)[0]
+    out: dict[str, set[str]] = {}
+    package = ""
+    for line in block.splitlines():
+        head = re.match(r"  (\w+)/ ", line)
+        if head:
+            package = head.group(1)
+        elif re.match(r"  \S", line):
+            package = ""
+        out.setdefault(package, set()).update(re.findall(r"(\w+)\.py", line))
+    return out
+
+
+def test_the_layout_map_in_design_md_lists_every_module_and_no_other():
+    mapped = _layout_map()
+    files: dict[str, set[str]] = {}
+    for path in MODULES:
+        rel = path.relative_to(PACKAGE)
+        package = rel.parts[0] if len(rel.parts) > 1 else ""
+        if rel.name != "__init__.py" or package == "":
+            files.setdefault(package, set()).add(rel.stem)
+    missing = {f"{pkg}/{m}.py" for pkg, ms in files.items() for m in ms - mapped.get(pkg, set())}
+    extra = {f"{pkg}/{m}.py" for pkg, ms in mapped.items() for m in ms - files.get(pkg, set())}
+    assert not missing, f"modules missing from docs/design.md §8: {sorted(missing)}"
+    assert not extra, f"docs/design.md §8 names modules that do not exist: {sorted(extra)}"

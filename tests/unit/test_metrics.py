@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from astray.engine.records import EPOCH_SCHEMA, macro_f1, read_metrics, write_metrics
+from astray.engine.records import METRICS_SCHEMA, macro_f1, read_metrics, write_metrics
 
 
 def _confusion(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -58,7 +58,7 @@ REQUIRED = ["epoch", "train_loss", "val_acc", "val_macro_f1", "activation_rate",
 
 
 def test_schema_has_required_columns():
-    names = EPOCH_SCHEMA.names
+    names = METRICS_SCHEMA.names
     for column in REQUIRED:
         assert column in names
     assert len(set(names)) == len(names)
@@ -84,13 +84,13 @@ def test_file_readable_with_pandas_and_typed(tmp_path):
     path = tmp_path / "metrics.parquet"
     write_metrics([_row(1), _row(2)], path)
     df = pd.read_parquet(path)
-    assert list(df.columns) == EPOCH_SCHEMA.names
+    assert list(df.columns) == METRICS_SCHEMA.names
     assert len(df) == 2
     assert df["epoch"].tolist() == [1, 2]
     assert str(df["samples_backward"].dtype) == "int64"
     assert df["energy_source"].tolist() == ["model", "model"]
     assert math.isclose(df["flops"].iloc[0], 1.5e12)
-    assert pq.read_schema(path).names == EPOCH_SCHEMA.names
+    assert pq.read_schema(path).names == METRICS_SCHEMA.names
 
 
 def test_missing_values_are_null(tmp_path):

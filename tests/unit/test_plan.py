@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -10,11 +11,11 @@ import optuna
 import pytest
 
 from astray.config.load import build_config
-from astray.config.sweep import Baseline, budget_epochs, load_sweep
+from astray.config.sweep import Baseline, budget_epochs, load_sweep_spec
 from astray.errors import ConfigError
 from astray.sweep.plan import TrialPlan, replicate_mean
 from astray.sweep.study import SweepStudy
-from astray.sweep.trial_config import trial_run_config
+from astray.sweep.trial_config import resolved_trial_run
 from tests.conftest import REPO
 
 QUICK = str(REPO / "configs/quickstart.yaml")
@@ -22,7 +23,7 @@ METRICS = ["val_acc", "energy_j"]
 BASELINES = [Baseline("dense", 1.0), Baseline("dense", 0.5), Baseline("random", 0.3)]
 
 
-SPEC = load_sweep(QUICK, ["search.space={ast.kp: {type: loguniform, low: 0.1, high: 5.0}}", "search.sampler=random"])
+SPEC = load_sweep_spec(QUICK, ["search.space={ast.kp: {type: loguniform, low: 0.1, high: 5.0}}", "search.sampler=random"])
 
 
 def study(tmp_path, name: str = "s") -> SweepStudy:
@@ -176,11 +177,11 @@ def test_budget_epochs_rounds_half_up_and_trains_at_least_one(epochs, budget, ex
 
 
 def test_baselines_short_form_and_default():
-    assert load_sweep(QUICK, ["search.baselines=null", "search.baseline=true"]).search.parsed_baselines == \
+    assert load_sweep_spec(QUICK, ["search.baselines=null", "search.baseline=true"]).search.parsed_baselines == \
         (Baseline("dense", 1.0),)
-    assert load_sweep(QUICK, ["search.baselines=null", "search.baseline=false"]).search.parsed_baselines == ()
-    assert load_sweep(QUICK, ["search.baselines=null"]).search.parsed_baselines == (Baseline("dense", 1.0),)
-    spec = load_sweep(QUICK, ["search.baselines={dense_budgets: [1.0, 0.5], random: [0.3, 0.5]}",
+    assert load_sweep_spec(QUICK, ["search.baselines=null", "search.baseline=false"]).search.parsed_baselines == ()
+    assert load_sweep_spec(QUICK, ["search.baselines=null"]).search.parsed_baselines == (Baseline("dense", 1.0),)
+    spec = load_sweep_spec(QUICK, ["search.baselines={dense_budgets: [1.0, 0.5], random: [0.3, 0.5]}",
                               "search.repeats=3", "search.num_samples=4"])
     assert [b.config_id for b in spec.search.parsed_baselines] == ["dense@1", "dense@0.5", "random@0.3",
                                                                   "random@0.5"]
@@ -200,15 +201,16 @@ def test_baselines_short_form_and_default():
 ])
 def test_bad_baselines_and_repeats_are_one_line_errors(overrides, needle):
     with pytest.raises(ConfigError) as err:
-        load_sweep(QUICK, overrides)
+        load_sweep_spec(QUICK, overrides)
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_trial_run_config_trains_each_kind_as_its_row_says(tmp_path):
-    spec = load_sweep(QUICK, ["search.baselines={dense_budgets: [1.0, 0.5], random: [0.3]}", "training.seed=7"])
+    spec = load_sweep_spec(QUICK, ["search.baselines={dense_budgets: [1.0, 0.5], random: [0.3]}", "training.seed=7"])
     opt = SweepStudy(spec.search, "s", tmp_path / "journal.log")
-    plan = TrialPlan(spec.search.parsed_baselines, 1, 2, spec.run.training.seed, METRICS, opt)
-    runs = [build_config(trial_run_config(spec, c)) for c in hand_out(plan, 8)]
+    plan = TrialPlan(spec.search.parsed_baselines, 1, 2, spec.run.training.seed, METRICS, opt,
+                     resolve=functools.partial(resolved_trial_run, spec))
+    runs = [build_config(c["run"]) for c in hand_out(plan, 8)]
     assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in runs[:4]] == \
         [("dense", 6, 7), ("dense", 6, 8), ("dense", 3, 7), ("dense", 3, 8)]
     assert [(r.ast.strategy, r.ast.target_activation) for r in runs[4:6]] == [("random", 0.3)] * 2

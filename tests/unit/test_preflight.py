@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from astray.config.sweep import ResourcesConfig, load_sweep
+from astray.config.sweep import ResourcesConfig, load_sweep_spec
 from astray.errors import ConfigError
 from astray.sweep.store import ResultStore
 from astray.sweep.trial_config import check_before_start, check_data_on_driver, check_trial_fits, resolved_sweep_config
@@ -63,24 +63,24 @@ def test_a_class_count_that_does_not_match_the_data_is_caught_on_the_driver(tmp_
 
     train = _folder_tree(tmp_path / "train", {"cat": 2, "dog": 2, "emu": 2})
     val = _folder_tree(tmp_path / "val", {"cat": 1, "dog": 1, "emu": 1})
-    spec = load_sweep("configs/quickstart.yaml", ["dataset.type=folder", f"dataset.train_dir={train}",
+    spec = load_sweep_spec("configs/quickstart.yaml", ["dataset.type=folder", f"dataset.train_dir={train}",
                                                   f"dataset.val_dir={val}", "dataset.num_classes=1000"])
     with pytest.raises(ConfigError, match="dataset.num_classes=1000 but dataset.train_dir"):
         check_data_on_driver(spec)
-    check_data_on_driver(load_sweep("configs/quickstart.yaml", ["dataset.type=folder", f"dataset.train_dir={train}",
+    check_data_on_driver(load_sweep_spec("configs/quickstart.yaml", ["dataset.type=folder", f"dataset.train_dir={train}",
                                                                 f"dataset.val_dir={val}", "dataset.num_classes=3"]))
 
 
 def _started(tmp_path, overrides: list[str]) -> list[str]:
     """A sweep whose manifest exists (as the driver writes it first), started with ``overrides``."""
     base = [f"sweep.results_dir={tmp_path}", "sweep.name=sw", *overrides]
-    spec = load_sweep(QUICK, base)
+    spec = load_sweep_spec(QUICK, base)
     ResultStore(tmp_path / "sw", {}).write_manifest({"config": resolved_sweep_config(spec), "study_name": "x"})
     return base
 
 
 def test_a_sweep_exists_once_its_manifest_does(tmp_path):
-    spec = load_sweep(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
+    spec = load_sweep_spec(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
     # Nothing written yet (the driver died in its first seconds): --resume starts the sweep.
     assert check_before_start(spec, resume=True) is False
     assert check_before_start(spec, resume=False) is False
@@ -91,7 +91,7 @@ def test_a_sweep_exists_once_its_manifest_does(tmp_path):
 
 
 def test_a_folder_with_trials_but_no_manifest_is_not_resumed_or_overwritten(tmp_path):
-    spec = load_sweep(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
+    spec = load_sweep_spec(QUICK, [f"sweep.results_dir={tmp_path}", "sweep.name=sw"])
     (tmp_path / "sw" / "trials").mkdir(parents=True)
     (tmp_path / "sw" / "trials" / "t.parquet").write_bytes(b"")
     for resume in (True, False):
@@ -102,11 +102,11 @@ def test_a_folder_with_trials_but_no_manifest_is_not_resumed_or_overwritten(tmp_
 def test_resume_refuses_a_config_that_would_train_something_else(tmp_path):
     base = _started(tmp_path, ["training.epochs=3", "search.repeats=2"])
     with pytest.raises(ConfigError) as err:
-        check_before_start(load_sweep(QUICK, base + ["training.epochs=4"]), resume=True)
+        check_before_start(load_sweep_spec(QUICK, base + ["training.epochs=4"]), resume=True)
     message = str(err.value)
     assert "training.epochs=4" in message and "started with 3" in message and "\n" not in message
     with pytest.raises(ConfigError, match="search.repeats=3"):
-        check_before_start(load_sweep(QUICK, base + ["search.repeats=3"]), resume=True)
+        check_before_start(load_sweep_spec(QUICK, base + ["search.repeats=3"]), resume=True)
     # How trials are placed, retried and logged may change.
-    check_before_start(load_sweep(QUICK, base + ["search.max_concurrent=1", "sweep.max_failures=5",
+    check_before_start(load_sweep_spec(QUICK, base + ["search.max_concurrent=1", "sweep.max_failures=5",
                                                  "resources.cpus_per_worker=2"]), resume=True)

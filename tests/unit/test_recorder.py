@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import optuna
 import pytest
 
-from astray.config.sweep import load_sweep
+from astray.config.sweep import load_sweep_spec
 from astray.engine.records import EpochRow
 from astray.sweep.plan import TrialPlan
 from astray.sweep.recorder import SweepRecorder
 from astray.sweep.store import ResultStore, read_epochs, read_trials
 from astray.sweep.study import SweepStudy
+from astray.sweep.trial_config import resolved_trial_run
 from tests.conftest import REPO
 
-SPEC = load_sweep(str(REPO / "configs/quickstart.yaml"), [
+SPEC = load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [
     "search.space={ast.kp: {type: loguniform, low: 0.1, high: 5.0}}", "search.sampler=random",
     "search.baselines={}", "search.num_samples=1", "search.repeats=1", "training.epochs=3"])
 
@@ -32,7 +34,8 @@ def driver(tmp_path) -> tuple[SweepRecorder, TrialPlan]:
     store = ResultStore(tmp_path, {p.key: p.arrow_type() for p in SPEC.search.params}).open()
     recorder = SweepRecorder(store, SPEC, echo=lambda line: None).load()
     study = SweepStudy(SPEC.search, "s", tmp_path / "journal.log")
-    recorder.plan = TrialPlan((), 1, 1, 0, ["val_acc", "energy_j"], study, recorder.records.values())
+    recorder.plan = TrialPlan((), 1, 1, 0, ["val_acc", "energy_j"], study, recorder.records.values(),
+                              resolve=functools.partial(resolved_trial_run, SPEC))
     return recorder, recorder.plan
 
 
@@ -54,6 +57,8 @@ def test_a_continuing_attempt_fills_the_epochs_its_killed_driver_never_wrote(tmp
     assert epochs["epoch"].tolist() == [1, 2, 3] and set(epochs["trial_id"]) == {config["trial_id"]}
     (row,) = read_trials(tmp_path).to_pylist()
     assert row["status"] == "completed" and row["epochs"] == 3 and row["val_acc"] == pytest.approx(0.7)
+    # The row records the run config the plan resolved once, as the trial trained it.
+    assert json.loads(row["config_json"]) == config["run"] and row["ast.kp"] == config["ast.kp"]
     # The plan heard of the end after the row was written, and told Optuna the store's numbers.
     (trial,) = plan.study.study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE

@@ -1,5 +1,5 @@
-"""Which epochs are sparse (warm-up, the final dense share rounded half up, InfoBatch's anneal), and the
-learning-rate schedules, checked against torch's own schedulers."""
+"""Which epochs are sparse (warm-up, the final dense share rounded half up, InfoBatch's anneal: each
+method's answer), and the learning-rate schedules, checked against torch's own schedulers."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from astray.config.load import build_config
-from astray.engine.schedule import epoch_is_sparse, lr_at
+from astray.engine.schedule import lr_at
 from astray.errors import ConfigError
+from astray.sparse import MethodContext, create_method
 
 
 def _plan(**ast) -> list[bool]:
     cfg = build_config({"ast": ast, "training": {"epochs": ast.pop("epochs", 10)}})
-    return [epoch_is_sparse(cfg, e) for e in range(cfg.training.epochs)]
+    method = create_method(cfg.ast, MethodContext(100, 0, cfg.training.epochs, 8))
+    return [method.is_sparse(e) for e in range(cfg.training.epochs)]
 
 
 def test_final_dense_fraction_rounds_half_up():
@@ -22,9 +24,14 @@ def test_final_dense_fraction_rounds_half_up():
 
 
 def test_infobatch_trains_dense_from_its_anneal_point():
-    assert _plan(strategy="infobatch", warmup_epochs=0, infobatch_anneal=0.875, epochs=8) == [True] * 7 + [False]
-    assert _plan(strategy="infobatch", warmup_epochs=1, infobatch_anneal=0.5, epochs=8) == \
+    assert _plan(strategy="infobatch", warmup_epochs=0, infobatch={"anneal": 0.875}, epochs=8) == [True] * 7 + [False]
+    assert _plan(strategy="infobatch", warmup_epochs=1, infobatch={"anneal": 0.5}, epochs=8) == \
         [False] + [True] * 3 + [False] * 4
+
+
+def test_dense_is_never_sparse_and_random_follows_the_ast_window():
+    assert _plan(strategy="dense", warmup_epochs=0) == [False] * 10
+    assert _plan(strategy="random", warmup_epochs=2, final_dense_fraction=0.1) == [False] * 2 + [True] * 7 + [False]
 
 
 def test_stale_without_a_dense_warm_up_is_refused_in_one_line():

@@ -1,4 +1,4 @@
-"""Selection strategies: the shared contract, select_active, and stale-score planning."""
+"""Sparse methods: the contract every method passes, select_active, and each method's plan."""
 
 from __future__ import annotations
 
@@ -9,25 +9,17 @@ import torch
 
 from astray.config.run import ASTConfig
 from astray.errors import ConfigError
-from astray.sparse import (
-    STRATEGIES,
-    DenseSelection,
-    PIController,
-    ReforwardSelection,
-    StaleSelection,
-    create_strategy,
-    select_active,
-)
+from astray.sparse import METHODS, MethodContext, PIController, create_method, select_active
 from astray.sparse.selection import ShapeBuckets
+from tests.helpers import make_method
 
 N = 300
 
 
 def _make(name: str, dataset_size: int = N, seed: int = 0):
-    cls = STRATEGIES[name]
-    if cls is StaleSelection:
-        return cls(dataset_size, seed, keep_prob=0.2, window=64)
-    return cls(dataset_size, seed)
+    if name == "stale":
+        return make_method(name, dataset_size, seed, batch=64, keep_prob=0.2)
+    return make_method(name, dataset_size, seed)
 
 
 def _controller(**kw) -> PIController:
@@ -39,7 +31,7 @@ def _controller(**kw) -> PIController:
 def _with_scores(strategy, seed: int = 0):
     """Feed known scores (half of the dataset) so the stale table is not all +inf."""
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(strategy.dataset_size, generator=gen)[: strategy.dataset_size // 2]
+    idx = torch.randperm(strategy.ctx.dataset_size, generator=gen)[: strategy.ctx.dataset_size // 2]
     strategy.observe(idx, torch.rand(idx.numel(), generator=gen) * 2.0)
     return strategy
 
@@ -67,13 +59,14 @@ def _same_plan(a, b) -> bool:
 
 # --------------------------------------------------------------------------- contract
 
-@pytest.fixture(params=sorted(STRATEGIES))
+@pytest.fixture(params=sorted(METHODS))
 def name(request) -> str:
     return request.param
 
 
 def test_registry_names_match_classes(name):
-    assert STRATEGIES[name].name == name
+    assert METHODS[name].name == name
+    assert METHODS[name].what and METHODS[name].cost and METHODS[name].weaknesses  # the docs tables read them
 
 
 @pytest.mark.parametrize("dense", [False, True])
@@ -143,39 +136,39 @@ def test_state_dict_is_a_snapshot(name):
     assert _same_plan(b.plan_epoch(0, _controller(), False), expected.plan_epoch(0, _controller(), False))
 
 
-def test_create_strategy_builds_each(name):
-    cfg = ASTConfig(strategy=name, stale_keep_prob=0.1, min_active_fraction=0.1)
-    strategy = create_strategy(cfg, dataset_size=100, seed=0, global_batch=32)
-    assert isinstance(strategy, STRATEGIES[name])
-    assert strategy.min_active_fraction == 0.1
-    if isinstance(strategy, StaleSelection):
-        assert strategy.keep_prob == 0.1 and strategy.window == 32
+def test_create_method_builds_each(name):
+    ast = ASTConfig(strategy=name, min_active_fraction=0.1)
+    method = create_method(ast, MethodContext(dataset_size=100, seed=0, epochs=4, batch_size=16, world=2))
+    assert isinstance(method, METHODS[name])
+    assert method.ast.min_active_fraction == 0.1
+    assert method.settings == METHODS[name].Settings()  # defaults where ast.<name> is absent
+    if name == "stale":
+        assert method.window == 32  # one global batch of candidates per controller update
 
 
-def test_create_strategy_unknown_name_lists_valid():
+def test_create_method_unknown_name_lists_valid():
     cfg = ASTConfig()
     cfg.strategy = "masked"  # bypass validation the way a programmatic caller could
     with pytest.raises(ConfigError) as info:
-        create_strategy(cfg, 10, 0, 4)
+        create_method(cfg, MethodContext(10, 0, 1, 4))
     message = str(info.value)
     assert "ast.strategy" in message and "\n" not in message
-    for valid in STRATEGIES:
+    for valid in METHODS:
         assert valid in message
 
 
 def test_reforward_scores_before_backward_only():
-    assert ReforwardSelection.scores_before_backward
-    assert not DenseSelection.scores_before_backward
-    assert not StaleSelection.scores_before_backward
+    assert [n for n, m in METHODS.items() if m.scores_before_backward] == ["reforward"]
 
 
 def test_dense_select_takes_everything():
-    assert torch.equal(DenseSelection(10).select(torch.zeros(7), 1.0), torch.arange(7))
+    assert torch.equal(make_method("dense", 10).select(torch.zeros(7), 1.0), torch.arange(7))
 
 
 def test_reforward_select_uses_threshold():
     sig = torch.tensor([0.1, 2.0, 0.3, 5.0, 0.2, 1.5])
-    assert ReforwardSelection(10).select(sig, 1.0).tolist() == [1, 3, 5]
+    method = make_method("reforward", 10, shape_buckets=0, min_active_fraction=0.0)
+    assert method.select(sig, 1.0).tolist() == [1, 3, 5]
 
 
 # --------------------------------------------------------------------- select_active
@@ -292,25 +285,22 @@ def test_bucketed_selection_skips_nan_and_caps_at_the_batch():
 
 
 def test_reforward_buckets_reset_each_epoch():
-    strategy = ReforwardSelection(100, shape_buckets=4, batch_size=16)
+    strategy = make_method("reforward", 100, batch=16, shape_buckets=4)
     strategy.select(torch.arange(16.0), threshold=12.5)  # 3 above -> 4, carry -1
     assert strategy.buckets.carry != 0
     strategy.plan_epoch(1, _controller(), dense=False)
     assert strategy.buckets.carry == 0
 
 
-def test_create_strategy_sizes_reforward_buckets_on_the_rank_batch():
-    cfg = ASTConfig(strategy="reforward", shape_buckets=4)
-    strategy = create_strategy(cfg, dataset_size=100, seed=0, global_batch=64, batch_size=32)
-    assert strategy.buckets.quantum == 8
-    off = create_strategy(ASTConfig(strategy="reforward", shape_buckets=0), 100, 0, 64, 32)
-    assert off.buckets is None
+def test_reforward_buckets_are_sized_on_the_rank_batch():
+    assert make_method("reforward", 100, batch=32, world=2, shape_buckets=4).buckets.quantum == 8
+    assert make_method("reforward", 100, batch=32, shape_buckets=0).buckets is None
 
 
 # ------------------------------------------------------------------------ stale
 
 def test_stale_unseen_samples_always_kept():
-    strategy = StaleSelection(200, seed=0, keep_prob=0.05, window=32)
+    strategy = make_method("stale", 200, seed=0, keep_prob=0.05, batch=32, min_active_fraction=0.0)
     seen = torch.arange(0, 200, 2)
     strategy.observe(seen, torch.full((seen.numel(),), 1e-4))  # far below any threshold
     ctrl = _controller(initial_threshold=1e3, max_threshold=1e3, kp=0.0, ki=0.0)
@@ -321,7 +311,7 @@ def test_stale_unseen_samples_always_kept():
 
 
 def test_stale_initial_plan_keeps_everything():
-    strategy = StaleSelection(100, seed=0, keep_prob=0.1, window=16)
+    strategy = make_method("stale", 100, seed=0, keep_prob=0.1, batch=16, min_active_fraction=0.0)
     plan = strategy.plan_epoch(0, _controller(), dense=False)
     assert sorted(plan.indices.tolist()) == list(range(100))
     assert bool((plan.weights == 1).all())
@@ -329,7 +319,7 @@ def test_stale_initial_plan_keeps_everything():
 
 def test_stale_high_kept_low_sampled_with_inverse_weight():
     n, keep_prob, threshold = 4000, 0.1, 1.0
-    strategy = StaleSelection(n, seed=0, keep_prob=keep_prob, window=256)
+    strategy = make_method("stale", n, seed=0, keep_prob=keep_prob, batch=256, min_active_fraction=0.0)
     scores = torch.where(torch.arange(n) % 2 == 0, torch.tensor(5.0), torch.tensor(0.01))
     strategy.observe(torch.arange(n), scores)
     ctrl = _controller(initial_threshold=threshold, kp=0.0, ki=0.0)  # fixed threshold
@@ -345,7 +335,7 @@ def test_stale_high_kept_low_sampled_with_inverse_weight():
 
 def test_stale_below_threshold_weighted_count_is_unbiased():
     n, keep_prob, threshold = 1000, 0.1, 0.5
-    strategy = StaleSelection(n, seed=7, keep_prob=keep_prob, window=128)
+    strategy = make_method("stale", n, seed=7, keep_prob=keep_prob, batch=128, min_active_fraction=0.0)
     scores = torch.rand(n, generator=torch.Generator().manual_seed(0))
     strategy.observe(torch.arange(n), scores)
     below = int((scores <= threshold).sum())
@@ -361,7 +351,7 @@ def test_stale_below_threshold_weighted_count_is_unbiased():
 
 
 def test_stale_keep_prob_zero_drops_all_below_threshold():
-    strategy = StaleSelection(100, seed=0, keep_prob=0.0, window=50)
+    strategy = make_method("stale", 100, seed=0, keep_prob=0.0, batch=50, min_active_fraction=0.0)
     scores = torch.linspace(0, 2, 100)
     strategy.observe(torch.arange(100), scores)
     plan = strategy.plan_epoch(0, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
@@ -371,7 +361,7 @@ def test_stale_keep_prob_zero_drops_all_below_threshold():
 
 @pytest.mark.parametrize("n, window", [(1000, 256), (1024, 256), (100, 7), (5, 64)])
 def test_stale_plan_steps_controller_once_per_window(n, window):
-    strategy = StaleSelection(n, seed=0, keep_prob=0.05, window=window)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.05, batch=window, min_active_fraction=0.0)
     strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
     ctrl = _controller()
     strategy.plan_epoch(0, ctrl, dense=False)
@@ -382,7 +372,7 @@ def test_stale_plan_steps_controller_once_per_window(n, window):
 
 def test_stale_dense_plan_does_not_step_controller():
     ctrl = _controller()
-    StaleSelection(100, window=10).plan_epoch(0, ctrl, dense=True)
+    make_method("stale", 100, batch=10, min_active_fraction=0.0).plan_epoch(0, ctrl, dense=True)
     assert ctrl.updates == 0
 
 
@@ -390,7 +380,7 @@ def test_stale_controller_moves_threshold_toward_target():
     # All scores known and above the start threshold: keeping everything is too much,
     # so the threshold must rise while the plan is built and the plan must shrink.
     n = 2048
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=64)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=64, min_active_fraction=0.0)
     strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)) + 1.0)
     ctrl = _controller(target=0.3, initial_threshold=0.5, kp=2.0, ki=0.05)
     plan = strategy.plan_epoch(0, ctrl, dense=False)
@@ -399,16 +389,16 @@ def test_stale_controller_moves_threshold_toward_target():
 
 
 def test_stale_observe_updates_scores():
-    strategy = StaleSelection(10, keep_prob=0.0, window=10)
+    strategy = make_method("stale", 10, keep_prob=0.0, batch=10, min_active_fraction=0.0)
     strategy.observe(torch.tensor([2, 5]), torch.tensor([0.25, 4.0], requires_grad=True) * 1)
-    assert strategy.scores[2] == 0.25 and strategy.scores[5] == 4.0
-    assert math.isinf(strategy.scores[0])
+    assert strategy.table.scores[2] == 0.25 and strategy.table.scores[5] == 4.0
+    assert math.isinf(strategy.table.scores[0])
 
 
 def test_stale_load_state_dict_rejects_wrong_size():
-    small = StaleSelection(10).state_dict()
+    small = make_method("stale", 10, min_active_fraction=0.0).state_dict()
     with pytest.raises(ValueError):
-        StaleSelection(20).load_state_dict(small)
+        make_method("stale", 20, min_active_fraction=0.0).load_state_dict(small)
 
 
 # --------------------------------------------------------------------------- staleness, random, infobatch
@@ -416,12 +406,12 @@ def test_stale_load_state_dict_rejects_wrong_size():
 def test_stale_scores_older_than_max_age_are_trained_again():
     n, max_age = 600, 3
     cap = n // max_age
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=max_age)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=50, max_age=max_age, min_active_fraction=0.0)
     strategy.plan_epoch(0, _controller(), dense=True)
     strategy.observe(torch.arange(n), torch.full((n,), 1e-4))  # all far below any threshold
     refreshed = set()
     for epoch in range(1, max_age + 2):
-        age = epoch - strategy.scored_epoch
+        age = epoch - strategy.table.scored_epoch
         due = set(torch.nonzero(age >= max_age).flatten().tolist())
         plan = strategy.plan_epoch(epoch, _controller(initial_threshold=1.0, kp=0.0, ki=0.0), dense=False)
         kept = set(plan.indices.tolist())
@@ -438,7 +428,7 @@ def test_stale_scores_older_than_max_age_are_trained_again():
 
 def test_stale_burst_of_due_scores_is_spread_at_the_cap_oldest_first():
     n, max_age = 400, 4
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=100, max_age=max_age)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=100, max_age=max_age, min_active_fraction=0.0)
     strategy.load_state_dict({"scores": torch.full((n,), 1e-4),
                               "scored_epoch": torch.cat([torch.full((n // 2,), 0), torch.full((n // 2,), 1)])})
     counts = []
@@ -453,10 +443,10 @@ def test_stale_burst_of_due_scores_is_spread_at_the_cap_oldest_first():
 
 def test_stale_dense_epoch_stamps_are_backdated_within_max_age_and_reproducible():
     def stamps(seed):
-        strategy = StaleSelection(500, seed=seed, keep_prob=0.0, window=50, max_age=4)
+        strategy = make_method("stale", 500, seed=seed, keep_prob=0.0, batch=50, max_age=4, min_active_fraction=0.0)
         strategy.plan_epoch(7, _controller(), dense=True)
         strategy.observe(torch.arange(500), torch.rand(500))
-        return strategy.scored_epoch
+        return strategy.table.scored_epoch
 
     first = stamps(0)
     assert set(first.tolist()) == {4, 5, 6, 7}  # 0 to max_age - 1 epochs older than epoch 7
@@ -470,13 +460,13 @@ def test_stale_controller_holds_the_realised_activation_refreshes_included():
     n, target = 4000, 0.3
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(n, generator=gen)
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=128, max_age=5)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=128, max_age=5, min_active_fraction=0.0)
     controller = _controller(target=target, initial_threshold=0.5)
     strategy.plan_epoch(0, controller, dense=True)
     strategy.observe(torch.arange(n), base)
     shares, forced = [], []
     for epoch in range(1, 25):
-        due = int((epoch - strategy.scored_epoch >= 5).sum())
+        due = int((epoch - strategy.table.scored_epoch >= 5).sum())
         plan = strategy.plan_epoch(epoch, controller, dense=False)
         strategy.observe(plan.indices, base[plan.indices] * (0.9 + 0.2 * torch.rand(plan.indices.numel(), generator=gen)))
         shares.append(plan.indices.numel() / n)
@@ -489,7 +479,7 @@ def test_stale_controller_holds_the_realised_activation_refreshes_included():
 
 def test_stale_max_age_zero_never_forces():
     n = 100
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=0)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=50, max_age=0, min_active_fraction=0.0)
     strategy.observe(torch.arange(n), torch.full((n,), 1e-4))
     plan = strategy.plan_epoch(50, _controller(kp=0.0, ki=0.0), dense=False)
     assert plan.indices.numel() < n
@@ -497,7 +487,7 @@ def test_stale_max_age_zero_never_forces():
 
 @pytest.mark.parametrize("target", [0.1, 0.3, 0.5])
 def test_random_keeps_a_uniform_target_share_and_ignores_scores(target):
-    strategy = STRATEGIES["random"](1000, seed=1, target=target)
+    strategy = make_method("random", 1000, seed=1, target_activation=target)
     controller = _controller()
     plan = strategy.plan_epoch(2, controller, dense=False)
     assert plan.indices.numel() == round(target * 1000) and plan.weights is None
@@ -508,7 +498,7 @@ def test_random_keeps_a_uniform_target_share_and_ignores_scores(target):
 
 def test_infobatch_keeps_above_mean_and_a_reweighted_share_below():
     n, r = 4000, 0.5
-    strategy = STRATEGIES["infobatch"](n, seed=0, prune_ratio=r)
+    strategy = make_method("infobatch", n, seed=0, prune_ratio=r)
     losses = torch.cat([torch.full((n // 4,), 3.0), torch.full((3 * n // 4,), 1.0)])  # mean 1.5
     strategy.observe(torch.arange(n), losses)
     plan = strategy.plan_epoch(1, _controller(), dense=False)
@@ -523,7 +513,7 @@ def test_infobatch_keeps_above_mean_and_a_reweighted_share_below():
 
 
 def test_infobatch_keeps_unseen_samples():
-    strategy = STRATEGIES["infobatch"](100, seed=0)
+    strategy = make_method("infobatch", 100, seed=0)
     strategy.observe(torch.arange(50), torch.rand(50))
     plan = strategy.plan_epoch(1, _controller(), dense=False)
     assert set(range(50, 100)) <= set(plan.indices.tolist())
@@ -531,7 +521,7 @@ def test_infobatch_keeps_unseen_samples():
 
 def test_stale_forced_refreshes_do_not_wind_up_the_controller():
     n = 400
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=100, max_age=1)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=100, max_age=1, min_active_fraction=0.0)
     strategy.plan_epoch(0, _controller(), dense=True)
     strategy.observe(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
     controller = _controller(initial_threshold=0.7)
@@ -542,7 +532,7 @@ def test_stale_forced_refreshes_do_not_wind_up_the_controller():
 
 def test_stale_table_from_before_score_ages_forces_nothing():
     n = 100
-    strategy = StaleSelection(n, seed=0, keep_prob=0.0, window=50, max_age=2)
+    strategy = make_method("stale", n, seed=0, keep_prob=0.0, batch=50, max_age=2, min_active_fraction=0.0)
     strategy.load_state_dict({"scores": torch.full((n,), 1e-4)})  # an older checkpoint: no scored_epoch
     plan = strategy.plan_epoch(9, _controller(kp=0.0, ki=0.0), dense=False)
     assert plan.indices.numel() < n

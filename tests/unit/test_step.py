@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from astray.sparse import DenseSelection, PIController, ReforwardSelection
+from astray.sparse import METHODS, PIController
 from astray.engine.step import StepSettings, _score, optimizer_step, train_step
-from tests.helpers import FixedSelection, tiny_mlp
+from tests.helpers import FixedSelection, make_method, tiny_mlp
 
 SETTINGS = StepSettings(entropy_weight=0.1, label_smoothing=0.0, autocast=contextlib.nullcontext)
 
@@ -53,7 +53,7 @@ def test_reforward_trains_only_the_selected_samples_and_counts_them():
 def test_dense_step_gradient_is_the_batch_mean():
     model = tiny_mlp()
     x, y = _batch()
-    s = train_step(model, x, y, torch.ones(12), DenseSelection(12), _controller(), SETTINGS,
+    s = train_step(model, x, y, torch.ones(12), make_method("dense", 12), _controller(), SETTINGS,
                    sparse=False, progress=0.0)
     assert (s.forward, s.backward) == (12, 12)
     for p, r in zip(model.parameters(), _reference_grads(model, x, y)):
@@ -65,7 +65,7 @@ def test_loss_weights_reach_the_gradient():
     x, y = _batch()
     w = torch.ones(12)
     w[::3] = 4.0  # stale mode's 1/keep_prob weights
-    s = train_step(model, x, y, w, DenseSelection(12), _controller(), SETTINGS, sparse=True, progress=1.0)
+    s = train_step(model, x, y, w, make_method("dense", 12), _controller(), SETTINGS, sparse=True, progress=1.0)
     for p, r in zip(model.parameters(), _reference_grads(model, x, y, w)):
         torch.testing.assert_close(p.grad / s.global_active, r, rtol=1e-5, atol=1e-7)
 
@@ -74,7 +74,7 @@ def test_nan_in_an_unselected_sample_does_not_reach_the_gradient():
     model = tiny_mlp()
     x, y = _batch()
     x[5] = float("nan")
-    strategy = ReforwardSelection(12, min_active_fraction=0.25)
+    strategy = make_method("reforward", 12, shape_buckets=0, min_active_fraction=0.25)
     controller = PIController(target=0.3, kp=0.0, ki=0.0, initial_threshold=1e3, max_threshold=1e4)
     s = train_step(model, x, y, torch.ones(12), strategy, controller, SETTINGS, sparse=True, progress=1.0)
     assert s.backward == 3  # the top-k floor, and the NaN sample is not among them
@@ -128,7 +128,7 @@ def test_optimizer_step_divides_by_the_weight_sum_not_the_count():
     before = [p.detach().clone() for p in model.parameters()]
     ref = copy.deepcopy(model)
     (F.cross_entropy(ref(x), y, reduction="none") * w).sum().div(w.sum()).backward()
-    s = train_step(model, x, y, w, DenseSelection(12), _controller(), SETTINGS, sparse=True, progress=1.0)
+    s = train_step(model, x, y, w, make_method("dense", 12), _controller(), SETTINGS, sparse=True, progress=1.0)
     assert s.global_weight == pytest.approx(float(w.sum()))
     optimizer_step(model, torch.optim.SGD(model.parameters(), lr=1.0), SETTINGS, s.global_active, 0.0,
                    s.global_weight)
@@ -143,7 +143,7 @@ def test_optimizer_step_is_skipped_when_nothing_was_active(optimizer_cls):
     opt = optimizer_cls(model.parameters(), lr=0.1, weight_decay=0.1, **kwargs)
     x, y = _batch()
     # One real step first so momentum buffers exist and would move the weights.
-    train_step(model, x, y, torch.ones(12), DenseSelection(12), _controller(), SETTINGS, sparse=False, progress=0)
+    train_step(model, x, y, torch.ones(12), make_method("dense", 12), _controller(), SETTINGS, sparse=False, progress=0)
     assert optimizer_step(model, opt, SETTINGS, window_active=12, grad_clip=0.0)
     before = [p.detach().clone() for p in model.parameters()]
     assert not optimizer_step(model, opt, SETTINGS, window_active=0, grad_clip=0.0)
@@ -158,7 +158,7 @@ def test_dense_epochs_calibrate_the_controller():
     x, y = _batch(64)
     controller = PIController(target=0.25, kp=1.0, ki=0.0, initial_threshold=1e-3)
     for _ in range(40):
-        train_step(model, x, y, torch.ones(64), DenseSelection(64), controller, SETTINGS, sparse=False, progress=0)
+        train_step(model, x, y, torch.ones(64), make_method("dense", 64), controller, SETTINGS, sparse=False, progress=0)
         model.zero_grad()
     # Everything is above 1e-3 at first: the threshold must have risen towards the 75th percentile.
     assert controller.threshold > 1e-2
@@ -168,12 +168,62 @@ def test_dense_strategy_skips_the_shadow_update():
     model = tiny_mlp()
     x, y = _batch(64)
     controller = PIController(target=0.25, kp=1.0, ki=0.0, initial_threshold=1e-3)
-    train_step(model, x, y, torch.ones(64), DenseSelection(64), controller, SETTINGS, sparse=False, progress=0,
+    train_step(model, x, y, torch.ones(64), make_method("dense", 64), controller, SETTINGS, sparse=False, progress=0,
                calibrate=False)
     assert controller.threshold == pytest.approx(1e-3) and controller.updates == 0
 
 
 def test_only_controller_strategies_calibrate_it():
-    from astray.sparse import STRATEGIES
 
-    assert {name for name, cls in STRATEGIES.items() if cls.uses_controller} == {"reforward", "stale"}
+    assert {name for name, cls in METHODS.items() if cls.uses_controller} == {"reforward", "stale"}
+
+
+def _epoch_update(model: nn.Module, method, plan, x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+    """The summed parameter change of one epoch of ``plan`` at fixed weights (each step is
+    undone after it is measured), through the real step, window and divisor."""
+    from astray.engine.totals import GradientWindow
+
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    start = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    total = torch.zeros_like(start)
+    weights = None if plan.weights is None else dict(zip(plan.indices.tolist(), plan.weights.tolist()))
+    for i in range(0, plan.indices.numel(), batch):
+        idx = plan.indices[i:i + batch]
+        w = None if weights is None else torch.tensor([weights[j] for j in idx.tolist()])
+        window = GradientWindow()
+        s = train_step(model, x[idx], y[idx], w, method, _controller(), SETTINGS, sparse=True, progress=1.0)
+        window.add(s)
+        window.close(model, opt, SETTINGS, method.step_divisor, 0.0, s.synced)
+        now = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        total += now - start
+        torch.nn.utils.vector_to_parameters(start.clone(), model.parameters())
+    return total
+
+
+def test_an_infobatch_epoch_updates_as_much_as_a_dense_epoch_in_expectation():
+    """InfoBatch's rule (its reference code: weighted losses averaged over the batch): a
+    pruned epoch takes fewer steps, each larger, and its expected total update equals a
+    dense epoch's. AST's weighted mean (the divisor is the weights' sum) would shrink it
+    to the share trained. Identical samples make every per-sample gradient the same, so
+    the comparison isolates the normalisation; the scores decide what is pruned. Steps
+    of one sample: a short last batch would otherwise weigh as a whole step (negligible
+    over an epoch of hundreds of steps, not over a test's few)."""
+    n, batch, r = 24, 1, 0.5
+    model = tiny_mlp(seed=3)
+    x = torch.randn(1, 3, 4, 4).expand(n, 3, 4, 4).contiguous()
+    y = torch.zeros(n, dtype=torch.int64)
+    method = make_method("infobatch", n, batch=batch, prune_ratio=r)
+    method.observe(torch.arange(n), torch.cat([torch.full((n // 4,), 3.0), torch.full((3 * n // 4,), 1.0)]))
+    dense = _epoch_update(model, make_method("dense", n, batch=batch),
+                          make_method("dense", n).plan_epoch(0, _controller(), dense=True), x, y, batch)
+    epochs = 100
+    plans = [method.plan_epoch(e, _controller(), dense=False) for e in range(epochs)]
+    pruned = sum(_epoch_update(model, method, p, x, y, batch) for p in plans) / epochs
+    share = sum(p.activation for p in plans) / epochs
+    assert share == pytest.approx(1 / 4 + 3 / 4 * (1 - r), abs=0.02)  # 0.625 of the samples trained
+    ratio = float(pruned @ dense / (dense @ dense))
+    assert ratio == pytest.approx(1.0, abs=0.05)
+    # The same plans under AST's rule: each step the weighted mean, the epoch ~ the share trained.
+    ast_rule = make_method("stale", n, batch=batch)
+    weighted = sum(_epoch_update(model, ast_rule, p, x, y, batch) for p in plans[:20]) / 20
+    assert float(weighted @ dense / (dense @ dense)) == pytest.approx(share, abs=0.06)

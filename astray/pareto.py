@@ -1,4 +1,6 @@
-"""Non-dominated sets for any number of objectives, each maximised or minimised."""
+"""Non-dominated sets and hypervolumes for any number of objectives, each maximised or
+minimised: pure maths that the report (``astray.analysis``) and the sweep's progress
+line (``astray.sweep.recorder``) share."""
 
 from __future__ import annotations
 
