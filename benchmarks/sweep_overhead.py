@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 def measure(workers: int, trials: int, trial_seconds: float, tmp: str) -> dict:
     spec = load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [
         f"sweep.name=overhead-{workers}w", f"sweep.results_dir={tmp}", f"search.num_samples={trials}",
-        "search.baseline=false", "search.max_concurrent=1", f"resources.workers_per_trial={workers}",
+        "search.baselines={}", "search.repeats=1", "search.max_concurrent=1", f"resources.workers_per_trial={workers}",
         "resources.cpus_per_worker=1", "training.epochs=1000", f"training.max_minutes={trial_seconds / 60}",
         "search.sampler=random"])
     t0 = time.perf_counter()
