@@ -91,7 +91,8 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_gets_plain_lines(tmp_path):
             *[a for o in small_overrides(tmp_path / "tty", **{"training.epochs": 2}) for a in ("--set", o)]]
     rc, shown = _in_a_terminal(args)
     assert rc == 0, shown[-2000:]
-    frames = [f for f in shown.split("\r") if "step/s" in f]
+    # tqdm writes "step/s", or "s/step" when a step takes over a second (a loaded machine).
+    frames = [f for f in shown.split("\r") if "step/s" in f or "s/step" in f]
     assert frames, shown[-2000:]
     assert any("epoch 2/2 [stale]" in f and "img/s" in f and "loss" in f and "act" in f and "/0.3" in f
                and "thr" in f for f in frames), frames[-3:]
