@@ -1,7 +1,9 @@
-"""Value checks shared by every config section; each raises a one-line ConfigError."""
+"""Value checks shared by every config section; each raises a one-line ConfigError. And
+the one rounding of a share of the epochs."""
 
 from __future__ import annotations
 
+import decimal
 import difflib
 from typing import Any
 
@@ -35,3 +37,10 @@ def unknown_key(key: str, name: str, allowed: list[str]) -> ConfigError:
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def share_of_epochs(share: float, epochs: int) -> int:
+    """``share × epochs`` rounded half up, in decimal: 0.58 × 25 = 14.5 is 15 epochs (the
+    float product, 14.499…, would round to 14)."""
+    exact = decimal.Decimal(str(share)) * epochs
+    return int(exact.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP))

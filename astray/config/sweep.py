@@ -23,10 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from astray.config.checks import in_range, unknown_key
+from astray.config.checks import in_range, share_of_epochs, unknown_key
 from astray.config.dotted import set_dotted
 from astray.config.load import FOREIGN_SECTIONS, apply_overrides, build_config, build_section, load_raw
-from astray.config.run import RunConfig
+from astray.config.run import RunConfig, TrainingConfig
 from astray.errors import ConfigError
 from astray.sparse.dense import Dense
 from astray.sparse.uniform import RandomSubset
@@ -124,7 +124,7 @@ class Baseline:
 
 def budget_epochs(epochs: int, budget: float) -> int:
     """Epochs a dense baseline at ``budget`` trains: the share rounded half up, at least one."""
-    return max(1, int(budget * epochs + 0.5))
+    return max(1, share_of_epochs(budget, epochs))
 
 
 def parse_baselines(raw: Any) -> tuple[Baseline, ...]:
@@ -290,19 +290,31 @@ def load_sweep_spec(path: str, overrides: list[str] | None = None) -> SweepSpec:
                                   f"{n} of training.epochs={run.training.epochs}; give budgets that differ")
             by_epochs[n] = b.value
         try:
-            build_config(set_dotted(raw_run, baseline_overrides(b, run.training.epochs)))
+            build_config(set_dotted(raw_run, baseline_overrides(b, run.training)))
         except ConfigError as exc:
             raise ConfigError(f"search.baselines: {b.config_id} is a run the config rejects: {exc}") from None
     return SweepSpec(run, raw_run, search, sweep, resources)
 
 
-def baseline_overrides(b: Baseline, epochs: int) -> dict[str, Any]:
+def baseline_overrides(b: Baseline, training: TrainingConfig) -> dict[str, Any]:
     """The dotted keys a baseline sets on the base config (nothing searched is applied).
 
     A dense baseline keeps the schedule defined over its own (shorter) epoch count, as a
-    user running a shorter job would.
+    user running a shorter job would: ``training.lr_milestones``, given in epochs of the
+    base run, move to the same shares of the baseline's epochs.
     """
     if b.kind == KIND_DENSE:
-        return {"ast.strategy": Dense.name, "training.epochs": budget_epochs(epochs, b.value)}
+        epochs = budget_epochs(training.epochs, b.value)
+        out: dict[str, Any] = {"ast.strategy": Dense.name, "training.epochs": epochs}
+        if training.lr_milestones:
+            out["training.lr_milestones"] = scaled_milestones(training.lr_milestones, training.epochs, epochs)
+        return out
     return {"ast.strategy": RandomSubset.name, "ast.target_activation": b.value}
+
+
+def scaled_milestones(milestones: list[float], configured: int, epochs: int) -> list[float]:
+    """Milestones in epochs of a ``configured``-epoch run, at the same shares of an
+    ``epochs``-epoch one (whole epochs stay ints)."""
+    scaled = [m * epochs / configured for m in milestones]
+    return [int(m) if m.is_integer() else m for m in scaled]
 

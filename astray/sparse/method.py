@@ -16,13 +16,12 @@ validation, the docs and the README tests read it. Adding a method is a file in
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from astray.config.checks import unknown_key
+from astray.config.checks import share_of_epochs, unknown_key
 from astray.config.run import ASTConfig
 from astray.errors import ConfigError
 from astray.sparse.controller import PIController
@@ -91,7 +90,7 @@ class SparseMethod:
         """AST's window: dense for ``ast.warmup_epochs``, then sparse up to the last
         ``ast.final_dense_fraction`` of the epochs (rounded half up), which are dense."""
         epochs = self.ctx.epochs
-        final_dense = math.floor(self.ast.final_dense_fraction * epochs + 0.5)  # half up: 2.5 epochs -> 3
+        final_dense = share_of_epochs(self.ast.final_dense_fraction, epochs)
         return self.ast.warmup_epochs <= epoch < epochs - final_dense
 
     # ------------------------------------------------------------------ what to load

@@ -52,16 +52,18 @@ class ShapeBuckets:
     The rounding error is carried to the next step, so over an epoch the samples trained
     equal the samples the threshold chose; the samples added to fill a bucket are the next
     most significant ones, and they are trained and counted like any other. The carry
-    starts at 0 each epoch and is held within one quantum.
+    starts at 0 each epoch and is held within one quantum. A count is never rounded
+    below ``floor`` (the per-step minimum): that rounds up to the next bucket.
     """
 
     def __init__(self, batch_size: int, buckets: int) -> None:
         self.quantum = max(1, math.ceil(batch_size / max(1, buckets)))
         self.carry = 0.0
 
-    def round(self, wanted: int, usable: int) -> int:
+    def round(self, wanted: int, usable: int, floor: int = 0) -> int:
         desired = wanted + self.carry
         k = self.quantum * math.floor(desired / self.quantum + 0.5)
+        k = max(self.quantum * math.ceil(floor / self.quantum), k)
         k = max(0, min(k, usable))  # a short last batch, or NaN scores, cap it off the grid
         self.carry = max(-self.quantum, min(self.quantum, desired - k))
         return k
@@ -77,8 +79,8 @@ def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: floa
     Those whose significance exceeds ``threshold``; a floor of
     ``ceil(min_active_fraction * n)`` is filled with the most significant ones, and a
     non-empty selection never holds exactly one sample (a training-mode BatchNorm cannot
-    normalise a batch of one). With ``buckets`` the count is rounded to a bucket first,
-    and the selection is the top-k by significance.
+    normalise a batch of one). With ``buckets`` the count is rounded to a bucket first
+    (never below the floor), and the selection is the top-k by significance.
     Selection is by index, never by multiplying with a mask, so NaN in an inactive
     sample cannot reach the gradient; a NaN sample is never selected while finite ones
     remain.
@@ -91,7 +93,7 @@ def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: floa
     floor = min(usable, math.ceil(min_active_fraction * n))
     k = max(above, floor)
     if buckets is not None:
-        k = buckets.round(k, usable)
+        k = buckets.round(k, usable, floor)
     if k == 1 and usable >= 2:
         k = 2
     if k == n:

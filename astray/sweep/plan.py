@@ -1,9 +1,11 @@
 """Which trial comes next, what Optuna is told, and what is still missing: baselines,
 seed replicates and replicate means, rebuilt from what is durable (docs/design.md §9).
 
-A sweep trains every configuration ``search.repeats`` times with seeds
-``training.seed + r``. The baselines come first, in config order, then the searched
-configurations Optuna proposes. Each (configuration, replicate) is one trial with a
+A sweep trains every configuration ``search.repeats`` times in a row, with seeds
+``training.seed + r``. The baselines, in config order, are spread evenly among the
+searched configurations Optuna proposes (:func:`launch_order`), so that trials running
+side by side (``search.max_concurrent``) give baselines the same kind of neighbours as
+searched ones. Each (configuration, replicate) is one trial with a
 stable id, ``<config_id>-r<replicate>``: the store keys its rows by it, Ray's trial
 folders carry it, and a trial a killed driver left half done continues under it.
 
@@ -39,6 +41,24 @@ def trial_key(config_id: str, replicate: int) -> str:
     return f"{config_id}-r{replicate}"
 
 
+def launch_order(baselines: int, searched: int) -> list[tuple[bool, int]]:
+    """The order configurations are launched in, as ``(is_baseline, index)``: of the
+    ``n = baselines + searched`` slots, baseline ``i`` takes slot
+    ``(2i + 1) * n // (2 * baselines)``, the middle of its share, and the searched ones
+    the rest, in order."""
+    n = baselines + searched
+    at = {(2 * i + 1) * n // (2 * baselines): i for i in range(baselines)}
+    order: list[tuple[bool, int]] = []
+    j = 0
+    for slot in range(n):
+        if slot in at:
+            order.append((True, at[slot]))
+        else:
+            order.append((False, j))
+            j += 1
+    return order
+
+
 class Proposal(Protocol):
     config_id: str
     params: dict[str, Any]
@@ -72,6 +92,7 @@ class TrialPlan:
     never handed out again; one that is missing, still ``running`` (its driver died) or
     ``error`` is handed out, under the id of its earlier attempt, and
     ``checkpoint_of(trial_id)`` says where that attempt left a checkpoint to continue from.
+    Trials are handed out in :meth:`config_order`, whichever driver hands them out.
     ``resolve(config)`` is the run config the trial trains (``trial_config.resolved_trial_run``),
     worked out once, here, and handed on in the trial's config as ``run``.
     """
@@ -89,6 +110,7 @@ class TrialPlan:
         self.resolve = resolve
         self.configs: dict[str, Configuration] = {
             b.config_id: Configuration(b.config_id, b.kind, b.value) for b in baselines}
+        self.baseline_ids = list(self.configs)
         self.baselines = len(self.configs)
         for p in study.proposals():
             self.configs[p.config_id] = Configuration(p.config_id, KIND_SEARCHED, None, dict(p.params), p.told)
@@ -106,7 +128,8 @@ class TrialPlan:
                 # Stores written before stable ids may hold a (configuration, replicate)
                 # twice: the one that ran wins.
                 self.previous[key] = rec["trial_id"]
-        self.queue = [(cid, r) for cid in self.configs for r in range(repeats) if (cid, r) not in self.rows]
+        # Searched configurations not proposed yet are queued under the ids they will get.
+        self.queue = [(cid, r) for cid in self.config_order() for r in range(repeats) if (cid, r) not in self.rows]
         # A driver killed between a configuration's last replicate and the tell: tell now.
         for c in self.searched():
             self._maybe_tell(c)
@@ -121,19 +144,23 @@ class TrialPlan:
     def searched(self) -> list[Configuration]:
         return [c for c in self.configs.values() if c.kind == KIND_SEARCHED]
 
+    def config_order(self) -> list[str]:
+        """Every planned configuration's id in launch order (:func:`launch_order`);
+        searched configurations Optuna has not proposed yet by the ids they will get."""
+        searched = [c.config_id for c in self.searched()]
+        searched += [searched_config_id(i) for i in range(len(searched), self.num_samples)]
+        return [self.baseline_ids[i] if is_baseline else searched[i]
+                for is_baseline, i in launch_order(len(self.baseline_ids), len(searched))]
+
     def to_train(self) -> int:
         """Trials this driver has still to hand out."""
-        return len(self.queue) + (self.num_samples - len(self.searched())) * self.repeats
+        return len(self.queue)
 
     def missing(self) -> list[str]:
         """Planned trials that have not run (``completed``, ``diverged`` or ``error``), as
-        ``<config_id> r<replicate>``, in plan order; searched configurations Optuna has not
-        proposed yet are named by the ids they will get."""
-        out = [f"{cid} r{r}" for cid in self.configs for r in range(self.repeats)
-               if not _ended(self.rows.get((cid, r)))]
-        for i in range(len(self.searched()), self.num_samples):
-            out += [f"{searched_config_id(i)} r{r}" for r in range(self.repeats)]
-        return out
+        ``<config_id> r<replicate>``, in plan order."""
+        return [f"{cid} r{r}" for cid in self.config_order() for r in range(self.repeats)
+                if not _ended(self.rows.get((cid, r)))]
 
     def missing_line(self, sweep: str) -> str:
         """One line naming what :meth:`missing` found."""
@@ -151,13 +178,11 @@ class TrialPlan:
         Besides the searched (dotted ``section.key``) values, plain keys that say what the
         trial is; they never collide with a dotted key.
         """
-        if not self.queue and len(self.searched()) < self.num_samples:
-            cid = searched_config_id(len(self.searched()))
-            self.configs[cid] = Configuration(cid, KIND_SEARCHED, None, self.study.ask(cid))
-            self.queue = [(cid, r) for r in range(self.repeats)]
         if not self.queue:
             return None
         cid, replicate = self.queue.pop(0)
+        if cid not in self.configs:  # a searched configuration's first replicate: ask Optuna for it
+            self.configs[cid] = Configuration(cid, KIND_SEARCHED, None, self.study.ask(cid))
         c = self.configs[cid]
         previous = self.previous.get((cid, replicate))
         tid = previous or trial_key(cid, replicate)

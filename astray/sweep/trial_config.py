@@ -160,7 +160,7 @@ def trial_run_config(spec: SweepSpec, config: dict[str, Any]) -> dict[str, Any]:
         # A baseline is the base config trained dense (for a share of the epochs) or on
         # random subsets: searched values are not applied.
         b = Baseline(kind, float(config["baseline_value"]))
-        raw = set_dotted(spec.raw_run, baseline_overrides(b, spec.run.training.epochs))
+        raw = set_dotted(spec.raw_run, baseline_overrides(b, spec.run.training))
     if config.get("seed") is not None:
         raw = set_dotted(raw, {"training.seed": int(config["seed"])})
     # Meters read whole devices: say so when other trials share the device.

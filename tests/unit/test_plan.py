@@ -6,6 +6,7 @@ import functools
 import json
 import math
 from collections import Counter
+from fractions import Fraction
 
 import optuna
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from astray.config.load import build_config
 from astray.config.sweep import Baseline, budget_epochs, load_sweep_spec
 from astray.errors import ConfigError
-from astray.sweep.plan import TrialPlan, replicate_mean
+from astray.sweep.plan import TrialPlan, launch_order, replicate_mean
 from astray.sweep.study import SweepStudy
 from astray.sweep.trial_config import resolved_trial_run
 from tests.conftest import REPO
@@ -56,41 +57,64 @@ def journal_tells(tmp_path) -> Counter:
     return Counter(op["trial_id"] for op in ops if op["op_code"] == 6)  # SET_TRIAL_STATE_VALUES
 
 
-def test_baselines_first_then_searched_each_repeated_with_consecutive_seeds(tmp_path):
+def test_baselines_among_searched_each_repeated_in_a_row_with_consecutive_seeds(tmp_path):
     plan = plan_of(tmp_path, num_samples=2, repeats=3, base_seed=10)
     assert plan.total == 15 and plan.to_train() == 15
-    configs = hand_out(plan, 15)
+    configs = hand_out(plan, 3)
+    assert plan.study.study.trials == []  # Optuna is asked when a configuration's first replicate is handed out
+    configs += hand_out(plan, 12)
     assert plan.next_trial() is None and plan.to_train() == 0
     ids = [c["config_id"] for c in configs]
-    assert ids == (["dense@1"] * 3 + ["dense@0.5"] * 3 + ["random@0.3"] * 3
-                   + ["search-0000"] * 3 + ["search-0001"] * 3)
+    assert ids == (["dense@1"] * 3 + ["search-0000"] * 3 + ["dense@0.5"] * 3 + ["search-0001"] * 3
+                   + ["random@0.3"] * 3)
     assert [c["seed"] for c in configs] == [10, 11, 12] * 5
     assert [c["replicate"] for c in configs] == [0, 1, 2] * 5
     # Stable trial ids: the store and Ray's folders know a trial by its configuration and replicate.
     assert [c["trial_id"] for c in configs[:3]] == ["dense@1-r0", "dense@1-r1", "dense@1-r2"]
     assert all(c["resume_from"] is None for c in configs)
-    assert [c["baseline_kind"] for c in configs[:9]] == ["dense"] * 6 + ["random"] * 3
-    assert all(c["baseline_kind"] == "" for c in configs[9:])
+    assert [c["baseline_kind"] for c in configs] == ["dense"] * 3 + [""] * 3 + ["dense"] * 3 + [""] * 3 + ["random"] * 3
     # Optuna is asked once per searched configuration, and its values go to every replicate;
     # the journal labels each proposal with its configuration.
     trials = plan.study.study.trials
     assert [t.user_attrs["config_id"] for t in trials] == ["search-0000", "search-0001"]
-    assert {c["ast.kp"] for c in configs[9:12]} == {trials[0].params["ast.kp"]}
-    assert {c["ast.kp"] for c in configs[12:]} == {trials[1].params["ast.kp"]}
-    assert all("ast.kp" not in c for c in configs[:9])
+    assert {c["ast.kp"] for c in configs[3:6]} == {trials[0].params["ast.kp"]}
+    assert {c["ast.kp"] for c in configs[9:12]} == {trials[1].params["ast.kp"]}
+    assert all("ast.kp" not in c for c in configs if c["baseline_kind"])
+
+
+def test_baselines_are_spread_among_the_searched_configurations(tmp_path):
+    """Trials run side by side (search.max_concurrent): a baseline's neighbours must be
+    the same kind of trials a searched one has, not only other baselines."""
+    for repeats, expected in ((1, [1, 4, 7]), (2, [2, 3, 8, 9, 14, 15])):
+        plan = TrialPlan(BASELINES, 6, repeats, 0, METRICS, study(tmp_path, f"s{repeats}"))
+        kinds = [c["baseline_kind"] for c in hand_out(plan, 9 * repeats)]
+        assert [i for i, k in enumerate(kinds) if k] == expected
+
+
+@pytest.mark.parametrize("baselines", range(7))
+@pytest.mark.parametrize("searched", range(13))
+def test_launch_order_keeps_each_kind_in_order_and_spreads_the_baselines_evenly(baselines, searched):
+    order = launch_order(baselines, searched)
+    assert [i for b, i in order if b] == list(range(baselines))
+    assert [i for b, i in order if not b] == list(range(searched))
+    at = [slot for slot, (b, _) in enumerate(order) if b]
+    gaps = [b - a - 1 for a, b in zip(at, at[1:])]
+    assert max(gaps, default=0) - min(gaps, default=0) <= 1
+    if at:  # as many searched before the first baseline as after the last, give or take one
+        assert abs(at[0] - (len(order) - 1 - at[-1])) <= 1
 
 
 def test_optuna_is_told_the_replicate_mean_once_all_replicates_finish_and_never_about_baselines(tmp_path):
     plan = plan_of(tmp_path, baselines=BASELINES[:1], num_samples=1, repeats=3)
-    configs = hand_out(plan, 6)  # 3 baseline, 3 searched
-    for c in configs[:3]:
+    configs = hand_out(plan, 6)  # 3 searched, 3 baseline
+    for c in configs[3:]:
         plan.finished(row(c))
-    plan.finished(row(configs[4], val_acc=0.8, energy_j=40.0))
-    plan.finished(row(configs[3], val_acc=0.6, energy_j=50.0))
+    plan.finished(row(configs[1], val_acc=0.8, energy_j=40.0))
+    plan.finished(row(configs[0], val_acc=0.6, energy_j=50.0))
     (trial,) = plan.study.study.trials
     assert trial.state == optuna.trial.TrialState.RUNNING
     # A diverged replicate (NaN objectives) is recorded but left out of the mean.
-    plan.finished(row(configs[5], status="diverged", val_acc=math.nan, energy_j=30.0))
+    plan.finished(row(configs[2], status="diverged", val_acc=math.nan, energy_j=30.0))
     (trial,) = plan.study.study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == pytest.approx([0.7, 45.0])
     assert plan.missing() == []
@@ -107,29 +131,32 @@ def test_a_configuration_whose_replicates_all_failed_is_told_as_failed(tmp_path)
 def test_a_rebuilt_plan_hands_out_exactly_what_the_store_lacks_under_the_earlier_ids(tmp_path):
     """A driver dies with trials done, running and not yet started; the next one, built
     from the store's rows and the journal, trains the rest and nothing twice."""
-    first = plan_of(tmp_path)
-    configs = hand_out(first, 7)  # every baseline, and search-0000's first replicate
-    rows = [row(c) for c in configs[:4]]
-    rows.append(row(configs[4], status="running"))  # random@0.3 r0: its driver died mid-training
-    rows.append(row(configs[5], status="error"))  # random@0.3 r1: out of retries; --resume retries it
-    # search-0000 r0 was handed to Ray, which never started it: no row.
+    first = plan_of(tmp_path, num_samples=3)
+    configs = hand_out(first, 7)  # search-0000, dense@1, search-0001, and dense@0.5's first replicate
+    assert [c["config_id"] for c in configs[::2]] == ["search-0000", "dense@1", "search-0001", "dense@0.5"]
+    rows = [row(c) for c in configs[:3]]
+    rows.append(row(configs[3], status="running"))  # dense@1 r1: its driver died mid-training
+    rows.append(row(configs[4], status="error"))  # search-0001 r0: out of retries; --resume retries it
+    # search-0001 r1 and dense@0.5 r0 were handed to Ray, which never started them: no rows.
     found = []
-    again = TrialPlan(BASELINES, 2, 2, 0, METRICS, study(tmp_path), rows,
+    again = TrialPlan(BASELINES, 3, 2, 0, METRICS, study(tmp_path), rows,
                       checkpoint_of=lambda tid: found.append(tid) or f"/ckpt/{tid}")
-    assert again.to_train() == 2 + 2 + 2  # random@0.3 x2, search-0000 x2, search-0001 x2
-    rest = hand_out(again, 6)
+    assert again.to_train() == 1 + 2 + 2 + 2 + 2  # dense@1 r1, search-0001, dense@0.5, search-0002, random@0.3
+    assert len(again.study.study.trials) == 2
+    rest = hand_out(again, 9)
     assert again.next_trial() is None
     assert [(c["config_id"], c["replicate"]) for c in rest] == [
-        ("random@0.3", 0), ("random@0.3", 1), ("search-0000", 0), ("search-0000", 1), ("search-0001", 0),
-        ("search-0001", 1)]
+        ("dense@1", 1), ("search-0001", 0), ("search-0001", 1), ("dense@0.5", 0), ("dense@0.5", 1),
+        ("search-0002", 0), ("search-0002", 1), ("random@0.3", 0), ("random@0.3", 1)]
     # An attempt that continues one the store knows keeps its id, from its last checkpoint.
-    assert rest[0]["trial_id"] == "random@0.3-r0" and rest[0]["resume_from"] == "/ckpt/random@0.3-r0"
-    assert found == ["random@0.3-r0", "random@0.3-r1"] and rest[2]["resume_from"] is None
+    assert rest[0]["trial_id"] == "dense@1-r1" and rest[0]["resume_from"] == "/ckpt/dense@1-r1"
+    assert found == ["dense@1-r1", "search-0001-r0"] and rest[2]["resume_from"] is None
     # The searched configuration Optuna proposed before the kill is trained as proposed,
     # not proposed again; the next one continues the numbering.
     trials = again.study.study.trials
-    assert [t.user_attrs["config_id"] for t in trials] == ["search-0000", "search-0001"]
-    assert rest[2]["ast.kp"] == configs[6]["ast.kp"] == trials[0].params["ast.kp"]
+    assert [t.user_attrs["config_id"] for t in trials] == ["search-0000", "search-0001", "search-0002"]
+    assert rest[1]["ast.kp"] == configs[4]["ast.kp"] == trials[1].params["ast.kp"]
+    assert rest[5]["ast.kp"] == trials[2].params["ast.kp"]
 
 
 def test_a_configuration_finished_before_the_tell_is_told_by_the_next_driver_and_only_once(tmp_path):
@@ -156,12 +183,12 @@ def test_a_proposal_the_driver_never_labelled_is_closed_as_failed(tmp_path):
 
 def test_missing_names_every_planned_trial_without_a_result(tmp_path):
     plan = plan_of(tmp_path, baselines=BASELINES[:1], num_samples=2, repeats=2)
-    configs = hand_out(plan, 3)
+    configs = hand_out(plan, 3)  # search-0000 r0, r1, dense@1 r0
     plan.finished(row(configs[0]))
     plan.finished(row(configs[2], status="error"))  # ran, and failed: not missing
-    assert plan.missing() == ["dense@1 r1", "search-0000 r1", "search-0001 r0", "search-0001 r1"]
+    assert plan.missing() == ["search-0000 r1", "dense@1 r1", "search-0001 r0", "search-0001 r1"]
     line = plan.missing_line("sw")
-    assert line.startswith("sweep sw ended with 4 of 6 planned trials missing (dense@1 r1, search-0000 r1, ")
+    assert line.startswith("sweep sw ended with 4 of 6 planned trials missing (search-0000 r1, dense@1 r1, ")
     assert "--resume" in line and "\n" not in line
 
 
@@ -171,9 +198,16 @@ def test_replicate_mean_skips_failures():
 
 
 @pytest.mark.parametrize("epochs, budget, expected", [(6, 1.0, 6), (6, 0.5, 3), (6, 0.33, 2), (5, 0.5, 3),
-                                                      (10, 0.01, 1), (3, 0.5, 2)])
+                                                      (10, 0.01, 1), (3, 0.5, 2), (25, 0.58, 15), (50, 0.29, 15)])
 def test_budget_epochs_rounds_half_up_and_trains_at_least_one(epochs, budget, expected):
     assert budget_epochs(epochs, budget) == expected
+
+
+def test_budget_epochs_rounds_the_exact_share_not_its_float_product():
+    """0.58 x 25 is 14.5, so 15 epochs; in floats it is 14.499..., which would round to 14."""
+    wrong = [(budget, epochs) for budget in (i / 100 for i in range(1, 100)) for epochs in range(1, 201)
+             if budget_epochs(epochs, budget) != max(1, math.floor(Fraction(str(budget)) * epochs + Fraction(1, 2)))]
+    assert wrong == []
 
 
 def test_baselines_short_form_and_default():
@@ -210,12 +244,15 @@ def test_trial_run_config_trains_each_kind_as_its_row_says(tmp_path):
     opt = SweepStudy(spec.search, "s", tmp_path / "journal.log")
     plan = TrialPlan(spec.search.parsed_baselines, 1, 2, spec.run.training.seed, METRICS, opt,
                      resolve=functools.partial(resolved_trial_run, spec))
-    runs = [build_config(c["run"]) for c in hand_out(plan, 8)]
-    assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in runs[:4]] == \
+    runs = {(c["config_id"], c["replicate"]): build_config(c["run"]) for c in hand_out(plan, 8)}
+    dense = [runs[cid, r] for cid in ("dense@1", "dense@0.5") for r in (0, 1)]
+    assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in dense] == \
         [("dense", 6, 7), ("dense", 6, 8), ("dense", 3, 7), ("dense", 3, 8)]
-    assert [(r.ast.strategy, r.ast.target_activation) for r in runs[4:6]] == [("random", 0.3)] * 2
+    assert [(runs["random@0.3", r].ast.strategy, runs["random@0.3", r].ast.target_activation)
+            for r in (0, 1)] == [("random", 0.3)] * 2
     # Searched values reach the searched trial only; baselines keep the base config's.
     kp = opt.study.trials[0].params["ast.kp"]
-    assert [r.ast.kp for r in runs[6:]] == [kp, kp] and runs[0].ast.kp == spec.run.ast.kp
-    assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in runs[6:]] == [("stale", 6, 7),
-                                                                                       ("stale", 6, 8)]
+    searched = [runs["search-0000", r] for r in (0, 1)]
+    assert [r.ast.kp for r in searched] == [kp, kp] and dense[0].ast.kp == spec.run.ast.kp
+    assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in searched] == [("stale", 6, 7),
+                                                                                        ("stale", 6, 8)]

@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from astray.config.load import build_config
+from astray.config.sweep import load_sweep_spec
 from astray.engine.schedule import lr_at
 from astray.errors import ConfigError
 from astray.sparse import MethodContext, create_method
+from astray.sweep.trial_config import trial_run_config
+from tests.conftest import REPO
 
 
 def _plan(**ast) -> list[bool]:
@@ -21,6 +24,9 @@ def _plan(**ast) -> list[bool]:
 def test_final_dense_fraction_rounds_half_up():
     # 0.25 x 10 = 2.5 final dense epochs: 3, not round()'s banker's 2.
     assert _plan(strategy="stale", warmup_epochs=1, final_dense_fraction=0.25) == [False] + [True] * 6 + [False] * 3
+    # 0.58 x 25 = 14.5: 15, though the float product is 14.499...
+    assert _plan(strategy="stale", warmup_epochs=1, final_dense_fraction=0.58, epochs=25) == \
+        [False] + [True] * 9 + [False] * 15
 
 
 def test_infobatch_trains_dense_from_its_anneal_point():
@@ -89,6 +95,22 @@ def test_constant_and_cosine_after_the_warm_up():
     cos = _training(schedule="cosine", lr_warmup_epochs=1)
     assert lr_at(cos, 1.0, 1) == pytest.approx(0.256) and lr_at(cos, 3.5, 1) == pytest.approx(0.128)
     assert lr_at(cos, 6.0, 1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_dense_baseline_decays_at_the_same_shares_of_its_own_epochs():
+    """Milestones are epochs of training.epochs; a baseline dense for half of them decays
+    half as far in, as the shorter job would be configured."""
+    spec = load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [
+        "training.epochs=20", "training.schedule=step", "training.lr_milestones=[10, 15]", "training.lr_gamma=0.1",
+        "training.lr_warmup_epochs=0", "search.baselines={dense_budgets: [1.0, 0.5, 0.25]}"])
+    runs = {b.value: build_config(trial_run_config(spec, {"baseline_kind": b.kind, "baseline_value": b.value}))
+            for b in spec.search.parsed_baselines}
+    assert {v: (r.training.epochs, r.training.lr_milestones) for v, r in runs.items()} == \
+        {1.0: (20, [10, 15]), 0.5: (10, [5, 7.5]), 0.25: (5, [2.5, 3.75])}
+    for run in runs.values():
+        n = run.training.epochs
+        factors = [lr_at(run, share * n, 1) / lr_at(run, 0, 1) for share in (0.49, 0.5, 0.74, 0.75)]
+        assert factors == pytest.approx([1, 0.1, 0.1, 0.01]), n
 
 
 def test_a_sparse_epoch_with_fewer_steps_follows_the_same_curve():

@@ -277,6 +277,19 @@ def test_bucket_fill_is_the_next_most_significant():
     assert chosen.tolist() == [] and up.carry == 1
 
 
+def test_bucketed_selection_keeps_the_per_step_floor():
+    """A floor of 7 in a quantum of 16 rounds to 0 half the time; it must round up to a
+    bucket instead, every step, however the carry stands."""
+    g = torch.Generator().manual_seed(0)
+    buckets = ShapeBuckets(batch_size=64, buckets=4)  # quantum 16
+    sizes = [select_active(torch.rand(64, generator=g), 2.0, 0.1, buckets).numel() for _ in range(8)]
+    assert sizes == [16] * 8  # ceil(0.1 x 64) = 7 -> one bucket; none above the threshold
+    sizes = [select_active(torch.rand(64, generator=g), 2.0, 0.25, buckets).numel() for _ in range(4)]
+    assert sizes == [16] * 4  # a floor that is a whole bucket stays one
+    short = ShapeBuckets(batch_size=64, buckets=4)
+    assert select_active(torch.rand(10, generator=g), 2.0, 0.5, short).numel() == 10  # capped at the batch
+
+
 def test_bucketed_selection_skips_nan_and_caps_at_the_batch():
     sig = torch.tensor([float("nan"), 5.0, 4.0, 3.0, 2.0, float("nan")])
     buckets = ShapeBuckets(batch_size=8, buckets=2)  # quantum 4: a full bucket is 8 > 6 loaded
