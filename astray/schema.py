@@ -51,6 +51,9 @@ TRIAL_METRICS: tuple[Metric, ...] = (
     Metric("val_acc", "validation accuracy (best epoch)"),
     Metric("final_val_acc", "validation accuracy (last epoch)"),
     Metric("val_macro_f1", "validation macro-F1 (best epoch)"),
+    Metric("test_acc", "test accuracy (validation-selected epoch)"),
+    Metric("final_test_acc", "test accuracy (last epoch)"),
+    Metric("test_macro_f1", "test macro-F1 (validation-selected epoch)"),
     Metric("energy_j", "training energy [J]", "J"),
     Metric("flops", "training FLOPs executed", "FLOPs"),
     Metric("time_s", "training wall time [s]", "s"),
@@ -60,6 +63,8 @@ OBJECTIVE_METRICS: tuple[str, ...] = tuple(m.name for m in TRIAL_METRICS)
 METRIC_LABELS: dict[str, str] = {m.name: m.label for m in TRIAL_METRICS}
 METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in TRIAL_METRICS if m.unit}
 ENERGY_METRICS = ("energy_j",)
+# Metrics of the test split: reported, never searched on (docs/design.md §9).
+TEST_METRICS: tuple[str, ...] = tuple(m for m in OBJECTIVE_METRICS if m.startswith(("test_", "final_test_")))
 
 # energy_source values, and what each one is (docs/design.md §5).
 ENERGY_SOURCES: dict[str, str] = {

@@ -89,9 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def overrides(args: argparse.Namespace, strategy: str, out: str) -> list[str]:
     cuda = args.device.startswith("cuda")
-    total = math.ceil(args.samples / 0.8)  # synthetic_samples holds train + val (val_fraction 0.2)
+    total = math.ceil(args.samples / 0.64)  # synthetic_samples holds train + val + test (0.2 test, then 0.2 val)
     o = [f"model.name={args.model}", "dataset.type=synthetic", "dataset.num_classes=10",
          f"dataset.image_size={args.image_size}", f"dataset.synthetic_samples={total}", "dataset.val_fraction=0.2",
+         "dataset.test_fraction=0.2",
          f"dataset.num_workers={args.workers}", f"ast.strategy={strategy}",
          f"ast.target_activation={args.target}", "ast.warmup_epochs=1", "training.optimizer=sgd", "training.lr=0.1",
          f"training.batch_size={args.batch_size}", f"training.epochs={args.rounds + 2}", "training.max_loss=0",

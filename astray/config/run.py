@@ -44,14 +44,16 @@ class DatasetConfig:
     label_column: str = "label"
     num_classes: int = 10
     image_size: int = 32  # pixels, square
-    val_fraction: float = 0.2  # digits/synthetic: held-out share, split deterministically
+    val_fraction: float = 0.2  # validation share carved from the training data (every type), stratified
+    val_size: int = 0  # validation images carved from the training data; 0 = use val_fraction
+    test_fraction: float = 0.2  # digits/synthetic: the test share held out first (other types have a test split)
     synthetic_samples: int = 512  # synthetic: training + validation samples in all
     augment: bool = True
     transforms: str = "auto"  # auto | small (pad + random crop, < 64 px) | imagenet (random resized crop)
     hflip: bool = True  # random horizontal flips when augmenting (off when mirrored means another class)
     num_workers: int = 0  # DataLoader worker processes per training process
     pin_memory: bool = False
-    seed: int = 0  # fixes the digits/synthetic split and synthetic images
+    seed: int = 0  # fixes the splits (the same for every training.seed) and synthetic images
 
     def __post_init__(self) -> None:
         choice("dataset.type", self.type, DATASET_TYPES)
@@ -60,6 +62,8 @@ class DatasetConfig:
         in_range("dataset.num_classes", self.num_classes, lo=2)
         in_range("dataset.image_size", self.image_size, lo=8, hi=1024)
         in_range("dataset.val_fraction", self.val_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        in_range("dataset.val_size", self.val_size, lo=0)
+        in_range("dataset.test_fraction", self.test_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
         in_range("dataset.synthetic_samples", self.synthetic_samples, lo=16)
         in_range("dataset.num_workers", self.num_workers, lo=0)
         if self.type == "folder":

@@ -30,7 +30,7 @@ from astray.config.run import RunConfig, TrainingConfig
 from astray.errors import ConfigError
 from astray.sparse.dense import Dense
 from astray.sparse.uniform import RandomSubset
-from astray.schema import DEFAULT_OBJECTIVES, KIND_DENSE, KIND_RANDOM, OBJECTIVE_METRICS, Objective
+from astray.schema import DEFAULT_OBJECTIVES, KIND_DENSE, KIND_RANDOM, OBJECTIVE_METRICS, TEST_METRICS, Objective
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
@@ -176,9 +176,13 @@ class SearchConfig:
         for i, o in enumerate(self.objectives):
             if not isinstance(o, dict) or set(o) != {"metric", "mode"}:
                 raise ConfigError(f"search.objectives[{i}]={o!r} must be {{metric: NAME, mode: max|min}}")
+            allowed = [m for m in OBJECTIVE_METRICS if m not in TEST_METRICS]
+            if o["metric"] in TEST_METRICS:
+                raise ConfigError(f"search.objectives[{i}].metric={o['metric']!r} is the test split, which never "
+                                  f"selects anything (docs/design.md §9); choose one of {', '.join(allowed)}")
             if o["metric"] not in OBJECTIVE_METRICS:
                 raise ConfigError(f"search.objectives[{i}].metric={o['metric']!r} is not allowed; "
-                                  f"choose one of {', '.join(OBJECTIVE_METRICS)}")
+                                  f"choose one of {', '.join(allowed)}")
             if o["mode"] not in ("max", "min"):
                 raise ConfigError(f"search.objectives[{i}].mode={o['mode']!r} is not allowed; choose max or min")
             objectives.append(Objective(o["metric"], o["mode"] == "max"))

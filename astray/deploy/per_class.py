@@ -165,16 +165,16 @@ def write_per_class(pred: Predictions, ev: Evaluation, out: Path, title: str, pr
 
 
 def evaluate_per_class(trained: Trained, out: Path, batch_size: int, device: torch.device) -> float:
-    """Evaluate one model on its validation split, write the files, return the accuracy."""
+    """Evaluate one model on its test split (never used to select it), write the files, return the accuracy."""
     model, meta = load_model(trained)
     data = build_datasets(trained.config.dataset)
-    pred = predict(model, data.val, batch_size, device)
-    ev = per_class_metrics(pred, class_names(data.val, int(meta["num_classes"])))
+    pred = predict(model, data.test, batch_size, device)
+    ev = per_class_metrics(pred, class_names(data.test, int(meta["num_classes"])))
     provenance = {
         "trial_id": trained.name, "status": trained.status, "model_name": trained.config.model.name,
         "checkpoint": str(trained.checkpoint), "checkpoint_used": trained.checkpoint_note,
         "checkpoint_epoch": meta.get("epoch"), "checkpoint_best_val_acc": meta.get("best_val_acc"),
-        "data": f"validation split of dataset.type={trained.config.dataset.type}",
+        "data": f"test split of dataset.type={trained.config.dataset.type}",
         "device": str(device), "astray_version": __version__, "torch": torch.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
     }

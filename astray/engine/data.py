@@ -1,6 +1,14 @@
 """Datasets: ImageFolder, local Hugging Face datasets, Fashion-MNIST's IDX files, the
 embedded digits, synthetic.
 
+Every dataset type gives three splits (docs/design.md §9): **train**; **validation**,
+carved from the training data (stratified, ``dataset.val_fraction`` or
+``dataset.val_size``, fixed by ``dataset.seed`` and so the same for every seed and
+configuration of a sweep), which alone selects epochs, checkpoints and what a search is
+told; and **test**, the dataset's own held-out split (Fashion-MNIST's test files,
+``val_dir``, ``hf_val_split``; a stratified ``dataset.test_fraction`` for digits and
+synthetic data), evaluated and stored but never used to choose anything.
+
 Every sample comes back as ``(image, label, index)``: the dataset index is what
 per-sample state (the stale score table, loss weights) is keyed by.
 """
@@ -101,7 +109,8 @@ class TensorImages(Dataset):
 @dataclass
 class DataSplits:
     train: IndexedDataset
-    val: IndexedDataset
+    val: IndexedDataset  # carved from the training data: selection uses it alone
+    test: IndexedDataset  # held out: evaluated and stored, never used to select
     num_classes: int
     preprocessing: str = ""  # what the images go through, for the run's first line
 
@@ -152,10 +161,44 @@ def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> t
     for c in torch.unique(labels):
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        n_val = max(1, int(round(val_fraction * idx.numel())))
+        # At least one held out, and at least one kept where a class has two or more.
+        n_val = min(max(1, int(round(val_fraction * idx.numel()))), max(idx.numel() - 1, 0))
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def _labels_of(base: Any) -> torch.Tensor:
+    """Every label of a ``(image, label)`` dataset, without decoding its images where the
+    dataset keeps them apart (ImageFolder targets, in-memory labels, a Hugging Face column)."""
+    for attr in ("targets", "labels"):
+        if hasattr(base, attr):
+            value = getattr(base, attr)
+            if isinstance(value, torch.Tensor):
+                return value.to(torch.int64)
+            return torch.tensor(np.array(value), dtype=torch.int64)
+    if isinstance(base, HFImages):
+        return torch.as_tensor(list(base.ds[base.label_column]), dtype=torch.int64)
+    return torch.tensor([int(base[i][1]) for i in range(len(base))], dtype=torch.int64)
+
+
+def carve_validation(base: Any, cfg: DatasetConfig, train_tf: Any, val_tf: Any,
+                     labels: torch.Tensor | None = None) -> tuple[IndexedDataset, IndexedDataset]:
+    """Training data split into train and validation, stratified and fixed by ``dataset.seed``
+    (never ``training.seed``: every replicate of a sweep validates on the same images).
+    ``dataset.val_size`` (a count) overrides ``dataset.val_fraction``."""
+    labels = _labels_of(base) if labels is None else labels
+    fraction = cfg.val_size / labels.numel() if cfg.val_size else cfg.val_fraction
+    if cfg.val_size and cfg.val_size >= labels.numel():
+        raise ConfigError(f"dataset.val_size={cfg.val_size} leaves no training data: the training split has "
+                          f"{labels.numel()} samples")
+    train_idx, val_idx = _stratified_split(labels, fraction, cfg.seed)
+    if not val_idx.numel():
+        raise ConfigError(f"dataset.val_fraction={cfg.val_fraction:g} carves no validation images from "
+                          f"{labels.numel()} training samples (one per class): add data or set dataset.val_size")
+    sub = torch.utils.data.Subset
+    return (IndexedDataset(sub(base, train_idx.tolist()), train_tf),
+            IndexedDataset(sub(base, val_idx.tolist()), val_tf))
 
 
 def _digits(cfg: DatasetConfig) -> DataSplits:
@@ -168,14 +211,12 @@ def _digits(cfg: DatasetConfig) -> DataSplits:
     images = F.interpolate(images, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
     images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
     labels = torch.tensor(digits.target, dtype=torch.int64)
-    train_idx, val_idx = _stratified_split(labels, cfg.val_fraction, cfg.seed)
+    rest, test_idx = _stratified_split(labels, cfg.test_fraction, cfg.seed + 1)
     # Digits are not mirror-symmetric: augment with small shifts, rotations and scales only.
     augment = T.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.9, 1.1), fill=-1.0) if cfg.augment else None
-    return DataSplits(
-        IndexedDataset(TensorImages(images[train_idx], labels[train_idx]), augment),
-        IndexedDataset(TensorImages(images[val_idx], labels[val_idx])),
-        10, f"digits: 8 px upsampled to {cfg.image_size}" + (", small affine" if cfg.augment else ""),
-    )
+    train, val = carve_validation(TensorImages(images[rest], labels[rest]), cfg, augment, None)
+    return DataSplits(train, val, IndexedDataset(TensorImages(images[test_idx], labels[test_idx])),
+                      10, f"digits: 8 px upsampled to {cfg.image_size}" + (", small affine" if cfg.augment else ""))
 
 
 class SyntheticImages(Dataset):
@@ -205,10 +246,10 @@ class SyntheticImages(Dataset):
 
 def _synthetic(cfg: DatasetConfig) -> DataSplits:
     full = SyntheticImages(cfg.synthetic_samples, cfg.num_classes, cfg.image_size, cfg.seed)
-    train_idx, val_idx = _stratified_split(full.labels, cfg.val_fraction, cfg.seed)
+    rest, test_idx = _stratified_split(full.labels, cfg.test_fraction, cfg.seed + 1)
     sub = torch.utils.data.Subset
-    return DataSplits(IndexedDataset(sub(full, train_idx.tolist())), IndexedDataset(sub(full, val_idx.tolist())),
-                      cfg.num_classes, "synthetic: none")
+    train, val = carve_validation(sub(full, rest.tolist()), cfg, None, None, full.labels[rest])
+    return DataSplits(train, val, IndexedDataset(sub(full, test_idx.tolist())), cfg.num_classes, "synthetic: none")
 
 
 def _folder(cfg: DatasetConfig) -> DataSplits:
@@ -224,7 +265,8 @@ def _folder(cfg: DatasetConfig) -> DataSplits:
     if val.classes != train.classes:
         raise ConfigError(f"dataset.val_dir={cfg.val_dir!r} class folders {val.classes} differ from "
                           f"dataset.train_dir's {train.classes}")
-    return DataSplits(IndexedDataset(train, train_tf), IndexedDataset(val, val_tf), cfg.num_classes, what)
+    train_split, val_split = carve_validation(train, cfg, train_tf, val_tf)
+    return DataSplits(train_split, val_split, IndexedDataset(val, val_tf), cfg.num_classes, what)
 
 
 class HFImages(Dataset):
@@ -275,11 +317,10 @@ def _hf(cfg: DatasetConfig) -> DataSplits:
     if n_classes is not None and n_classes != cfg.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.num_classes} but the label column has {n_classes} classes")
     train_tf, val_tf, what = pil_transforms(cfg)
-    return DataSplits(
-        IndexedDataset(HFImages(ds[cfg.hf_train_split], cfg.image_column, cfg.label_column), train_tf),
-        IndexedDataset(HFImages(ds[cfg.hf_val_split], cfg.image_column, cfg.label_column), val_tf),
-        cfg.num_classes, what,
-    )
+    train, val = carve_validation(HFImages(ds[cfg.hf_train_split], cfg.image_column, cfg.label_column), cfg,
+                                  train_tf, val_tf)
+    return DataSplits(train, val, IndexedDataset(HFImages(ds[cfg.hf_val_split], cfg.image_column, cfg.label_column),
+                                                 val_tf), cfg.num_classes, what)
 
 
 # Fashion-MNIST's original files (Zalando's names); each may be gzipped.
@@ -351,15 +392,19 @@ def _fashion_mnist(cfg: DatasetConfig) -> DataSplits:
                               f"{labels.shape} do not pair up")
         splits[split] = (images, labels)
     train_images, train_labels = splits["train"]
-    if cfg.train_subset:
-        if cfg.train_subset > len(train_labels):
-            raise ConfigError(f"dataset.train_subset={cfg.train_subset} is larger than the "
-                              f"{len(train_labels)} training images")
-        keep = stratified_subset(torch.from_numpy(train_labels.astype(np.int64)), cfg.train_subset, cfg.seed).numpy()
-        train_images, train_labels = train_images[keep], train_labels[keep]
     train_tf, val_tf, what = pil_transforms(cfg)
-    return DataSplits(IndexedDataset(ArrayImages(train_images, train_labels, FASHION_CLASSES), train_tf),
-                      IndexedDataset(ArrayImages(*splits["test"], FASHION_CLASSES), val_tf), 10, what)
+    # Validation is carved from all 60 000 training images first, so it is the same
+    # whatever dataset.train_subset trains on; the subset is drawn from the rest.
+    train, val = carve_validation(ArrayImages(train_images, train_labels, FASHION_CLASSES), cfg, train_tf, val_tf)
+    if cfg.train_subset:
+        rest = torch.as_tensor(train.base.indices)
+        if cfg.train_subset > rest.numel():
+            raise ConfigError(f"dataset.train_subset={cfg.train_subset} is larger than the {rest.numel()} "
+                              f"training images left after the validation split ({len(val)})")
+        keep = stratified_subset(torch.from_numpy(train_labels[rest.numpy()].astype(np.int64)), cfg.train_subset,
+                                 cfg.seed)
+        train = IndexedDataset(torch.utils.data.Subset(train.base.dataset, rest[keep].tolist()), train_tf)
+    return DataSplits(train, val, IndexedDataset(ArrayImages(*splits["test"], FASHION_CLASSES), val_tf), 10, what)
 
 
 DATASETS = {"digits": _digits, "synthetic": _synthetic, "folder": _folder, "hf": _hf,
@@ -367,7 +412,7 @@ DATASETS = {"digits": _digits, "synthetic": _synthetic, "folder": _folder, "hf":
 
 
 def build_datasets(cfg: DatasetConfig) -> DataSplits:
-    """Build train and validation datasets for ``dataset.type``."""
+    """Build the train, validation and test datasets for ``dataset.type``."""
     factory = DATASETS.get(cfg.type)
     if factory is None:
         raise ConfigError(f"dataset.type={cfg.type!r} is not allowed; choose one of {', '.join(DATASETS)}")

@@ -26,9 +26,12 @@ class EpochRow:
     epoch: int  # 1-based
     train_loss: float  # mean cross-entropy over samples seen in training forwards
     train_acc: float  # accuracy over the same samples
-    val_loss: float
+    val_loss: float  # the validation split (carved from training data): what selects epochs
     val_acc: float
     val_macro_f1: float
+    test_loss: float  # the test split: evaluated every epoch, never used to select
+    test_acc: float
+    test_macro_f1: float
     activation_rate: float  # samples_backward / samples_total
     threshold: float  # controller threshold at epoch end (significance units)
     samples_total: int  # training samples in the dataset (the dense epoch)
@@ -39,7 +42,7 @@ class EpochRow:
     train_time_s: float  # wall seconds in the training part of the epoch
     time_s: float  # wall seconds since the run started (train + eval, all epochs)
     energy_j: float  # training energy of the epoch, joules (idle subtracted if idle_w > 0)
-    val_energy_j: float  # evaluation energy of the epoch, joules
+    val_energy_j: float  # evaluation energy of the epoch (validation and test), joules
     energy_source: str  # nvml | nvml_power | rapl (measured) or model (estimate: seconds x watts)
     energy_scope: str  # process (model) | device (whole device) | device-shared (other jobs too)
     idle_w: float  # idle power subtracted from energy_j; 0 = no subtraction

@@ -203,14 +203,15 @@ class Trainer:
                                        num_workers=workers, pin_memory=cfg.dataset.pin_memory,
                                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                                        generator=torch.Generator().manual_seed(t.seed))
-        self.val_loader = DataLoader(self.data.val, batch_size=t.batch_size * 2,
-                                     sampler=list(range(ddp.rank(), len(self.data.val), self.world)),
-                                     num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
+        self.val_loader, self.test_loader = (
+            DataLoader(split, batch_size=t.batch_size * 2, sampler=list(range(ddp.rank(), len(split), self.world)),
+                       num_workers=cfg.dataset.num_workers, pin_memory=cfg.dataset.pin_memory)
+            for split in (self.data.val, self.data.test))
         # A bar per epoch in a terminal (the primary only); plain lines elsewhere, as in Ray trials.
         mode = cfg.logging.progress
         self.bars = ddp.is_primary() and (mode == "bar" or (mode == "auto" and sys.stdout.isatty()))
         log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(self.data.train)} train / "
-            f"{len(self.data.val)} val; {self.data.preprocessing}), strategy {a.strategy}, "
+            f"{len(self.data.val)} val / {len(self.data.test)} test; {self.data.preprocessing}), strategy {a.strategy}, "
             f"{self.world} process(es) on {device}, "
             f"energy source {self.meter.source}" + (f" (idle {self.idle_w:.1f} W subtracted)" if self.idle_w else ""))
 
@@ -365,15 +366,17 @@ class Trainer:
             lambda x: _inputs_to_device(x, self.device, self.cfg.model.channels_last), self.autocast)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Loss, accuracy and macro F1 over the validation split (each rank a shard, summed)."""
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Loss, accuracy and macro F1 over the ``val`` or ``test`` split (each rank a shard,
+        summed), as ``<split>_loss``, ``<split>_acc``, ``<split>_macro_f1``."""
         num_classes = self.data.num_classes
+        loader = self.val_loader if split == "val" else self.test_loader
         net = ddp.unwrap(self.model)
         net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64)
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        bar = self._bar(len(self.val_loader), "  evaluating")
-        for x, y, _ in self.val_loader:
+        bar = self._bar(len(loader), f"  evaluating {split}")
+        for x, y, _ in loader:
             if bar is not None:
                 bar.update(1)
             x, y = _to_device(x, y, self.device, self.cfg.model.channels_last)
@@ -390,8 +393,8 @@ class Trainer:
         loss_sum = ddp.all_reduce_sum(loss_sum.to(bd)).cpu()
         confusion = ddp.all_reduce_sum(confusion.to(bd)).cpu()
         n = int(confusion.sum())
-        return {"val_loss": float(loss_sum) / max(n, 1), "val_acc": float(confusion.diag().sum()) / max(n, 1),
-                "val_macro_f1": macro_f1(confusion)}
+        return {f"{split}_loss": float(loss_sum) / max(n, 1), f"{split}_acc": float(confusion.diag().sum()) / max(n, 1),
+                f"{split}_macro_f1": macro_f1(confusion)}
 
     # ------------------------------------------------------------------ the run
     def fit(self, report: Report | None = None) -> RunResult:
@@ -402,7 +405,8 @@ class Trainer:
             sparse = self.method.is_sparse(epoch)
             work = self.run_epoch(epoch, sparse)
             self.meter.begin()
-            val = self.evaluate()
+            # Both splits every epoch; only validation decides anything below (docs/design.md §9).
+            val = self.evaluate("val") | self.evaluate("test")
             val_energy = self.meter.end()
             train_time, elapsed = ddp.slowest([work.train_time_s, time.perf_counter() - self.started])
             energy = max(0.0, work.energy_j - self.idle_w * work.train_time_s) if self.idle_w else work.energy_j
@@ -486,7 +490,7 @@ def _autocast_factory(cfg: RunConfig, device: torch.device) -> Callable[[], cont
 def _progress_line(row: dict[str, Any], epochs: int) -> str:
     return (f"epoch {row['epoch']}/{epochs} [{row['strategy']}] "
             f"train_loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-            f"val_acc {row['val_acc']:.4f} f1 {row['val_macro_f1']:.4f} | "
+            f"val_acc {row['val_acc']:.4f} f1 {row['val_macro_f1']:.4f} test {row['test_acc']:.4f} | "
             f"act {row['activation_rate']:.3f} thr {row['threshold']:.4g} | "
             f"bwd {row['samples_backward']}/{row['samples_total']} "
             f"flops {row['flops'] / row['flops_dense']:.2f}x dense | "

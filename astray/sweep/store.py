@@ -39,9 +39,13 @@ TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("config_id", pa.string()),        # the configuration; its seed replicates share it
     ("replicate", pa.int64()),         # 0 .. search.repeats-1
     ("seed", pa.int64()),              # training.seed of this replicate
-    ("val_acc", pa.float64()),         # best validation accuracy over epochs
+    ("val_acc", pa.float64()),         # best validation accuracy over epochs: the selected epoch
     ("final_val_acc", pa.float64()),
-    ("val_macro_f1", pa.float64()),    # at the best epoch
+    ("val_macro_f1", pa.float64()),    # at the selected epoch
+    ("test_acc", pa.float64()),        # test accuracy at the selected epoch (best.pt's): what reports use
+    ("test_macro_f1", pa.float64()),   # at the selected epoch
+    ("final_test_acc", pa.float64()),  # test accuracy of the last epoch
+    ("selected_epoch", pa.int64()),    # the epoch validation selected (1-based)
     ("energy_j", pa.float64()),        # training energy, all epochs, all ranks
     ("energy_source", pa.string()),
     ("energy_scope", pa.string()),     # process | device | device-shared (see the epochs table)
@@ -69,18 +73,35 @@ EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(METRICS_SCHEMA.
 STEPS_SCHEMA = pa.schema([("trial_id", pa.string())] + list(zip(TRACE_SCHEMA.names, TRACE_SCHEMA.types)))
 
 
+def selected_epoch(rows: list[dict[str, Any]]) -> int | None:
+    """Index of the epoch validation selects: the first with the highest finite ``val_acc``
+    (the trainer's rule for best.pt, docs/design.md §9); None when no epoch has one. The
+    test columns are never read here."""
+    finite = [i for i, r in enumerate(rows) if r.get("val_acc") is not None and not math.isnan(r["val_acc"])]
+    return max(finite, key=lambda i: (rows[i]["val_acc"], -i)) if finite else None
+
+
+def _get(row: dict[str, Any], key: str) -> float:
+    """A float column of an epoch row; NaN in rows written before the column existed."""
+    value = row.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def trial_summary(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Trial-level figures (astray.schema.TRIAL_METRICS and the energy labels) from its epoch rows."""
     if not rows:
         return {"trial_id": trial_id, "epochs": 0}
-    accs = [r["val_acc"] for r in rows]
-    finite = [a for a in accs if not math.isnan(a)]
-    best = max(range(len(rows)), key=lambda i: accs[i] if not math.isnan(accs[i]) else -1.0)
+    best = selected_epoch(rows)
+    nan = float("nan")
     return {
         "trial_id": trial_id,
-        "val_acc": max(finite) if finite else float("nan"),
+        "val_acc": rows[best]["val_acc"] if best is not None else nan,
         "final_val_acc": rows[-1]["val_acc"],
-        "val_macro_f1": rows[best]["val_macro_f1"],
+        "val_macro_f1": rows[best]["val_macro_f1"] if best is not None else nan,
+        "test_acc": _get(rows[best], "test_acc") if best is not None else nan,
+        "test_macro_f1": _get(rows[best], "test_macro_f1") if best is not None else nan,
+        "final_test_acc": _get(rows[-1], "test_acc"),
+        "selected_epoch": int(rows[best]["epoch"]) if best is not None else None,
         "energy_j": sum(r["energy_j"] for r in rows),
         "energy_source": rows[-1]["energy_source"],
         "energy_scope": rows[-1].get("energy_scope"),

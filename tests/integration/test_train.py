@@ -66,11 +66,12 @@ def test_sparse_epoch_backward_shapes_are_bounded_by_the_buckets(tmp_path):
 
 
 def test_precise_bn_uses_at_most_its_share_of_a_small_training_set(tmp_path):
-    """1,024 recalibration forwards on a 205-image set would cost more than a forward
-    epoch; ast.bn_recalibration_fraction (0.1) caps them at ceil(0.1 * 205) = 21."""
+    """1,024 recalibration forwards on a 165-image training split would cost more than a
+    forward epoch; ast.bn_recalibration_fraction (0.1) caps them at ceil(0.1 * 165) = 17."""
     rows = run(_cfg(tmp_path / "r", **{"ast.strategy": "stale", "training.epochs": 2,
                                        "ast.target_activation": 0.3})).rows
-    assert rows[1]["samples_forward"] == rows[1]["samples_backward"] + 21
+    assert rows[1]["samples_total"] == 165
+    assert rows[1]["samples_forward"] == rows[1]["samples_backward"] + 17
 
 
 @pytest.mark.parametrize("strategy", ["reforward", "stale"])
@@ -254,3 +255,45 @@ def test_a_missing_tracker_extra_is_one_line_naming_it(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "pip install 'astray[tensorboard]'" in proc.stderr
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+class _PermutedLabels(torch.utils.data.Dataset):
+    """A split whose labels are permuted among its samples: the same images, wrong answers."""
+
+    def __init__(self, split, seed: int = 0) -> None:
+        self.split = split
+        self.order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i):
+        image, _, index = self.split[i]
+        return image, self.split[self.order[i]][1], index
+
+
+def test_permuting_the_test_labels_selects_the_same_epoch_and_checkpoint(tmp_path):
+    """Model selection never sees the test split: with its labels scrambled, the run trains
+    the same, validates the same, selects the same epoch and writes the same best.pt;
+    only the test columns move."""
+    from astray.engine.trainer import Trainer
+    from astray.sweep.store import trial_summary
+
+    def fit(name, permute):
+        cfg = _cfg(tmp_path / name, **{"training.epochs": 4, "ast.strategy": "reforward"})
+        trainer = Trainer(cfg, tmp_path / name, torch.device("cpu"), resume=False)
+        if permute:
+            loader = trainer.test_loader
+            trainer.test_loader = torch.utils.data.DataLoader(_PermutedLabels(trainer.data.test),
+                                                              batch_size=loader.batch_size, sampler=loader.sampler)
+        return trainer.fit().rows
+
+    plain, permuted = fit("plain", False), fit("permuted", True)
+    for a, b in zip(plain, permuted):
+        assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+    assert [r["test_acc"] for r in plain] != [r["test_acc"] for r in permuted]
+    chosen = [trial_summary("t", rows)["selected_epoch"] for rows in (plain, permuted)]
+    assert chosen[0] == chosen[1]
+    best = [torch.load(tmp_path / n / "best.pt", weights_only=True) for n in ("plain", "permuted")]
+    assert best[0]["epoch"] == best[1]["epoch"] == chosen[0]
+    assert all(torch.equal(best[0]["model"][k], best[1]["model"][k]) for k in best[0]["model"])

@@ -239,3 +239,19 @@ def test_a_config_saved_before_methods_had_sections_still_loads():
 
     cfg = build_saved_config({"ast": {"strategy": "stale", "stale_max_age": 2, "infobatch_anneal": 0.5}})
     assert cfg.ast.methods["stale"].max_age == 2 and cfg.ast.methods["infobatch"].anneal == 0.5
+
+
+def test_a_search_objective_on_the_test_split_is_refused_in_one_line(tmp_path):
+    """The test split never selects anything: searching on it is a config error."""
+    import yaml
+
+    from astray.config.sweep import load_sweep_spec
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/quickstart.yaml").read_text())
+    raw["search"]["objectives"] = [{"metric": "test_acc", "mode": "max"}, {"metric": "energy_j", "mode": "min"}]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_sweep_spec(str(path))
+    message = str(info.value)
+    assert "search.objectives[0].metric='test_acc'" in message and "val_acc" in message and "\n" not in message

@@ -21,8 +21,8 @@ def test_synthetic_items_are_image_label_index():
     cfg = DatasetConfig(type="synthetic", num_classes=4, image_size=16, synthetic_samples=64)
     splits = build_datasets(cfg)
     assert splits.num_classes == 4
-    assert len(splits.train) + len(splits.val) == 64
-    for ds in (splits.train, splits.val):
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 64
+    for ds in (splits.train, splits.val, splits.test):
         for position in range(len(ds)):
             image, label, index = ds[position]
             assert isinstance(image, torch.Tensor) and image.shape == (3, 16, 16)
@@ -68,16 +68,17 @@ def _digits(**kw):
 
 def test_digits_split_deterministic_stratified_and_complete():
     a, b = _digits(seed=0), _digits(seed=0)
-    assert len(a.train) + len(a.val) == 1797
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
     assert a.num_classes == 10
-    assert abs(len(a.val) / 1797 - 0.2) < 0.01
-    x_a, y_a = _stack(a.val)
-    x_b, y_b = _stack(b.val)
-    assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+    assert abs(len(a.test) / 1797 - 0.2) < 0.01  # test held out first,
+    assert abs(len(a.val) / (1797 - len(a.test)) - 0.2) < 0.01  # then validation carved from the rest
+    for split in ("val", "test"):
+        x_a, y_a = _stack(getattr(a, split))
+        x_b, y_b = _stack(getattr(b, split))
+        assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+        assert set(y_a.tolist()) == set(range(10))  # every class in each held-out split
+        assert int(torch.bincount(y_a, minlength=10).min()) >= 25  # stratified: ~16-20% of each class
     assert torch.equal(_stack(a.train)[1], _stack(b.train)[1])
-    assert set(y_a.tolist()) == set(range(10))  # every class in validation
-    counts = torch.bincount(y_a, minlength=10)
-    assert int(counts.min()) >= 30  # ~20% of each ~180-sample class
 
     image, label, index = a.train[5]
     assert image.shape == (3, 32, 32) and type(label) is int and index == 5
@@ -89,15 +90,17 @@ def test_digits_split_changes_with_seed():
     assert not torch.equal(x0, x1)
 
 
-def test_digits_train_and_val_disjoint():
+def test_digits_train_val_and_test_disjoint():
     splits = _digits(image_size=8)
     x_train, _ = _stack(splits.train)
-    x_val, _ = _stack(splits.val)
-    # at 8 px the images are the originals; no validation image is a training image
+    # at 8 px the images are the originals; no held-out image is a training image
     # (digits has a handful of exact duplicates, so compare counts loosely)
     train_set = {tuple(x.flatten().tolist()) for x in x_train}
-    overlap = sum(tuple(x.flatten().tolist()) in train_set for x in x_val)
-    assert overlap <= 5
+    val_set = {tuple(x.flatten().tolist()) for x in _stack(splits.val)[0]}
+    for held_out in (splits.val, splits.test):
+        overlap = sum(tuple(x.flatten().tolist()) in train_set for x in _stack(held_out)[0])
+        assert overlap <= 5
+    assert sum(tuple(x.flatten().tolist()) in val_set for x in _stack(splits.test)[0]) <= 5
 
 
 def test_digits_wrong_num_classes():
@@ -145,11 +148,13 @@ def test_image_folder_loads(folder_dirs, augment):
     cfg = DatasetConfig(type="folder", train_dir=str(train), val_dir=str(val), num_classes=3,
                         image_size=24, augment=augment)
     splits = build_datasets(cfg)
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (12, 5, 3)
-    train_labels = [splits.train[i][1] for i in range(12)]
-    assert sorted(train_labels) == [0] * 4 + [1] * 3 + [2] * 5
-    assert sorted(splits.val[i][1] for i in range(5)) == [0, 0, 1, 1, 2]
-    for ds in (splits.train, splits.val):
+    # validation carved from train_dir (one of each class at 0.2), val_dir is the test split
+    assert (len(splits.train), len(splits.val), len(splits.test), splits.num_classes) == (9, 3, 5, 3)
+    train_labels = [splits.train[i][1] for i in range(9)]
+    assert sorted(train_labels) == [0] * 3 + [1] * 2 + [2] * 4
+    assert sorted(splits.val[i][1] for i in range(3)) == [0, 1, 2]
+    assert sorted(splits.test[i][1] for i in range(5)) == [0, 0, 1, 1, 2]
+    for ds in (splits.train, splits.val, splits.test):
         image, label, index = ds[1]
         assert image.shape == (3, 24, 24) and image.dtype == torch.float32
         assert index == 1
@@ -160,10 +165,11 @@ def test_image_folder_grayscale_becomes_rgb(tmp_path):
         for name in ("a", "b"):
             d = tmp_path / split / name
             d.mkdir(parents=True)
-            Image.new("L", (20, 20), 128).save(d / "x.png")
+            for i in range(2):
+                Image.new("L", (20, 20), 128).save(d / f"x{i}.png")
     cfg = DatasetConfig(type="folder", train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"),
                         num_classes=2, image_size=16)
-    assert build_datasets(cfg).val[0][0].shape == (3, 16, 16)
+    assert build_datasets(cfg).test[0][0].shape == (3, 16, 16)
 
 
 def test_image_folder_num_classes_mismatch(folder_dirs):
@@ -223,16 +229,17 @@ def _hf_cfg(path: Path, **kw) -> DatasetConfig:
 
 def test_hf_dataset_dict_loads(hf_dir):
     splits = build_datasets(_hf_cfg(hf_dir))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (9, 6, 3)
-    assert [splits.train[i][1] for i in range(9)] == [i % 3 for i in range(9)]
-    image, label, index = splits.val[4]
+    assert (len(splits.train), len(splits.val), len(splits.test), splits.num_classes) == (6, 3, 6, 3)
+    assert sorted(splits.train[i][1] for i in range(6)) == [0, 0, 1, 1, 2, 2]
+    assert sorted(splits.val[i][1] for i in range(3)) == [0, 1, 2]
+    image, label, index = splits.test[4]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32
     assert label == 1 and index == 4
 
 
 def test_hf_custom_split_names(hf_dir):
     splits = build_datasets(_hf_cfg(hf_dir, hf_train_split="validation", hf_val_split="train"))
-    assert (len(splits.train), len(splits.val)) == (6, 9)
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (6, 9)
 
 
 @pytest.mark.parametrize("key, value", [
@@ -337,10 +344,10 @@ def fashion_root(tmp_path):
 
 def test_fashion_mnist_reads_idx_files_gzipped_or_not(fashion_root):
     splits = build_datasets(DatasetConfig(type="fashion_mnist", root=str(fashion_root), image_size=28))
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (200, 50, 10)
-    x, y, i = splits.val[13]
+    assert (len(splits.train), len(splits.val), len(splits.test), splits.num_classes) == (160, 40, 50, 10)
+    x, y, i = splits.test[13]
     assert x.shape == (3, 28, 28) and y == 3 and i == 13
-    assert splits.train.base.classes[0] == "T-shirt/top"
+    assert splits.test.base.classes[0] == "T-shirt/top"
     assert "small" in splits.preprocessing
 
 
@@ -349,8 +356,25 @@ def test_fashion_mnist_train_subset_is_stratified_and_seeded(fashion_root):
     a = build_datasets(DatasetConfig(**cfg, seed=1)).train.base
     b = build_datasets(DatasetConfig(**cfg, seed=1)).train.base
     c = build_datasets(DatasetConfig(**cfg, seed=2)).train.base
-    assert len(a) == 100 and np.bincount(a.labels, minlength=10).tolist() == [10] * 10
-    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+    assert len(a) == 100 and np.bincount(a.dataset.labels[a.indices], minlength=10).tolist() == [10] * 10
+    assert a.indices == b.indices and a.indices != c.indices
+
+
+def test_fashion_mnist_validation_is_carved_first_and_never_trained(fashion_root):
+    """The validation images are the same with or without a train_subset, and none of
+    them is trained on."""
+    cfg = dict(type="fashion_mnist", root=str(fashion_root), image_size=28, val_size=30, seed=3)
+    whole, subset = build_datasets(DatasetConfig(**cfg)), build_datasets(DatasetConfig(**cfg, train_subset=100))
+    assert whole.val.base.indices == subset.val.base.indices and len(whole.val) == 30
+    assert not set(whole.val.base.indices) & set(whole.train.base.indices)
+    assert not set(subset.val.base.indices) & set(subset.train.base.indices)
+    assert len(whole.train) == 170 and len(subset.train) == 100
+
+
+def test_val_size_leaving_no_training_data_is_one_line(fashion_root):
+    with pytest.raises(ConfigError) as info:
+        build_datasets(DatasetConfig(type="fashion_mnist", root=str(fashion_root), val_size=200))
+    assert "dataset.val_size=200" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_fashion_mnist_missing_root_or_file_is_one_line(fashion_root, tmp_path):
@@ -375,5 +399,6 @@ REAL_FASHION = "/usr/share/datasets/fashion-mnist"
                     reason=f"{REAL_FASHION} is absent: apt-get install dataset-fashion-mnist installs the real files")
 def test_real_fashion_mnist_files():
     splits = build_datasets(DatasetConfig(type="fashion_mnist", image_size=28))
-    assert (len(splits.train), len(splits.val)) == (60000, 10000)
-    assert np.bincount(splits.val.base.labels).tolist() == [1000] * 10
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (48000, 12000, 10000)
+    assert np.bincount(splits.test.base.labels).tolist() == [1000] * 10
+    assert np.bincount(splits.val.base.dataset.labels[splits.val.base.indices]).tolist() == [1200] * 10

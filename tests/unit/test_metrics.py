@@ -44,7 +44,8 @@ def test_macro_f1_empty_confusion_is_zero():
 def _row(epoch: int) -> dict:
     return {
         "epoch": epoch, "train_loss": 1.5 / epoch, "train_acc": 0.4, "val_loss": 1.2,
-        "val_acc": 0.5 + 0.01 * epoch, "val_macro_f1": 0.45, "activation_rate": 0.3,
+        "val_acc": 0.5 + 0.01 * epoch, "val_macro_f1": 0.45,
+        "test_loss": 1.3, "test_acc": 0.49 + 0.01 * epoch, "test_macro_f1": 0.44, "activation_rate": 0.3,
         "threshold": 0.8, "samples_total": 1000, "samples_forward": 1300, "samples_backward": 300,
         "flops": 1.5e12, "flops_dense": 3.0e12, "train_time_s": 12.5, "time_s": 14.0 * epoch,
         "energy_j": 800.0, "val_energy_j": 90.0, "energy_source": "model", "energy_scope": "process",
@@ -99,3 +100,19 @@ def test_missing_values_are_null(tmp_path):
     path = tmp_path / "metrics.parquet"
     write_metrics([row], path)
     assert read_metrics(path)[0]["val_macro_f1"] is None
+
+
+def test_trial_summary_selects_the_epoch_on_validation_and_reports_test_there():
+    """The selected epoch is the first with the best val_acc; test_acc is read at it, not
+    the test split's own best; a row from before the test split reads as NaN."""
+    from astray.sweep.store import trial_summary
+
+    rows = [_row(1), _row(2), _row(3)]
+    rows[0].update(val_acc=0.70, test_acc=0.90)  # the test split's best: never chosen for it
+    rows[1].update(val_acc=0.80, test_acc=0.60, test_macro_f1=0.55)
+    rows[2].update(val_acc=0.80, test_acc=0.65)  # a tie on validation keeps the first
+    summary = trial_summary("t", rows)
+    assert summary["selected_epoch"] == 2 and summary["val_acc"] == 0.80
+    assert (summary["test_acc"], summary["test_macro_f1"], summary["final_test_acc"]) == (0.60, 0.55, 0.65)
+    old = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in rows]
+    assert math.isnan(trial_summary("t", old)["test_acc"]) and trial_summary("t", old)["selected_epoch"] == 2

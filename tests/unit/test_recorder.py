@@ -24,6 +24,7 @@ SPEC = load_sweep_spec(str(REPO / "configs/quickstart.yaml"), [
 
 def epoch(n: int, val_acc: float = 0.5) -> dict:
     return EpochRow(epoch=n, train_loss=1.0, train_acc=0.5, val_loss=1.0, val_acc=val_acc, val_macro_f1=0.5,
+                    test_loss=1.0, test_acc=val_acc - 0.01, test_macro_f1=0.5,
                     activation_rate=1.0, threshold=1.0, samples_total=10, samples_forward=10, samples_backward=10,
                     flops=1.0, flops_dense=1.0, train_time_s=1.0, time_s=float(n), energy_j=10.0, val_energy_j=1.0,
                     energy_source="model", energy_scope="process", idle_w=0.0, lr=0.1, strategy="dense").as_dict()
