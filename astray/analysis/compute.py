@@ -48,7 +48,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from astray.analysis.frontier import advantage, estimate, intervals_overlap, upper_envelope
+from astray.analysis.labels import kind_label
+from astray.analysis.frontier import advantage, estimate, paired_difference, paired_p_value, upper_envelope
 from astray.analysis.results import (
     Advantage,
     Analysis,
@@ -59,11 +60,13 @@ from astray.analysis.results import (
     FrontierPoint,
     Group,
     Headline,
+    Run,
     Savings,
     SweepData,
     SweepSummary,
     TrialRecord,
 )
+from astray.errors import ConfigError
 from astray.pareto import dominates, hypervolume, non_dominated
 from astray.analysis.read import METRIC_COLUMNS, check_objectives
 from astray.schema import (
@@ -134,7 +137,8 @@ def reference_point(objectives: Sequence[Objective], baselines: Sequence[Sequenc
     return tuple(ref), rule
 
 
-def savings_against(trial: TrialRecord | Configuration, baseline: TrialRecord | Configuration) -> Savings:
+def savings_against(trial: TrialRecord | Configuration, baseline: TrialRecord | Configuration,
+                    accuracy: str = "val_acc") -> Savings:
     """The trial's (or configuration's means') measured saving against the baseline
     (fractions; accuracy in points)."""
     def saving(metric: str) -> float:
@@ -146,7 +150,7 @@ def savings_against(trial: TrialRecord | Configuration, baseline: TrialRecord | 
         sweep=trial.sweep, trial_id=trial.trial_id,
         energy=saving("energy_j") if comparable else math.nan,
         flops=saving("flops"), time=saving("time_s"),
-        val_acc_points=(trial.metrics["val_acc"] - baseline.metrics["val_acc"]) * 100.0,
+        accuracy_points=(trial.metrics[accuracy] - baseline.metrics[accuracy]) * 100.0,
         energy_comparable=comparable,
         config_id=trial.config_id if isinstance(trial, Configuration) else trial.configuration,
     )
@@ -179,14 +183,21 @@ def configurations(trials: Sequence[TrialRecord], objectives: Sequence[Objective
     return tuple(out)
 
 
-def dense_frontiers(configs: Sequence[Configuration]) -> tuple[DenseFrontier, ...]:
+def runs_of(c: Configuration, accuracy: str) -> tuple[Run, ...]:
+    """A configuration's good replicates as (seed, energy, accuracy) runs, for pairing."""
+    return tuple(Run(t.seed, t.replicate, t.metrics.get("energy_j", math.nan), t.metrics.get(accuracy, math.nan))
+                 for t in c.good)
+
+
+def dense_frontiers(configs: Sequence[Configuration], accuracy: str = "val_acc") -> tuple[DenseFrontier, ...]:
     """Per energy axis the configurations use, the dense configurations as frontier points
     and their upper envelope; without two budgets on an axis there is no frontier."""
     out = []
     axes = list(dict.fromkeys(c.energy_axis for c in configs if c.n_good))
     for axis in axes:
         dense = [c for c in configs if c.is_dense and c.n_good and c.energy_axis == axis]
-        points = [FrontierPoint(c.stats["energy_j"], c.stats["val_acc"], c.config_id, c.budget) for c in dense]
+        points = [FrontierPoint(c.stats["energy_j"], c.stats[accuracy], c.config_id, c.budget, runs_of(c, accuracy))
+                  for c in dense]
         points = sorted((p for p in points if math.isfinite(p.energy.mean) and math.isfinite(p.accuracy.mean)),
                         key=lambda p: (p.energy.mean, -p.accuracy.mean))
         where = f" on energy axis {axis}" if len(axes) > 1 else ""
@@ -197,8 +208,8 @@ def dense_frontiers(configs: Sequence[Configuration]) -> tuple[DenseFrontier, ..
     return tuple(out)
 
 
-def advantages(configs: Sequence[Configuration],
-               frontiers: Sequence[DenseFrontier]) -> dict[tuple[str, str], Advantage]:
+def advantages(configs: Sequence[Configuration], frontiers: Sequence[DenseFrontier],
+               accuracy: str = "val_acc") -> dict[tuple[str, str], Advantage]:
     """Every non-dense configuration with a good replicate against the frontier of its own
     energy axis; never another axis's (docs/design.md §5, §9)."""
     by_axis = {f.energy_axis: f for f in frontiers}
@@ -214,40 +225,59 @@ def advantages(configs: Sequence[Configuration],
                 why += f" (the dense budgets were measured on {', '.join(others)}: never compared across axes)"
             out[c.key] = Advantage(math.nan, math.nan, math.nan, math.nan, math.nan, c.n_good, why)
         else:
-            out[c.key] = advantage(c.stats["val_acc"], c.stats["energy_j"], f.envelope)
+            out[c.key] = advantage(c.stats[accuracy], c.stats["energy_j"], f.envelope, runs_of(c, accuracy), accuracy)
+    return out
+
+
+SEPARATION_LEVEL = 0.05  # paired t-test, two-sided
+
+
+def dominated_on_means(f: Configuration, points: Sequence[Configuration],
+               objectives: Sequence[Objective]) -> list[tuple[Configuration, list[Objective]]]:
+    """The configurations ``f`` dominates on means, each with the objectives ``f`` is better on."""
+    maximize = [o.maximize for o in objectives]
+    fv = f.values(objectives)
+    out = []
+    for d in points:
+        dv = d.values(objectives)
+        if d is f or not dominates(fv, dv, maximize):
+            continue
+        out.append((d, [o for o, x, y in zip(objectives, fv, dv) if (x > y if o.maximize else x < y)]))
     return out
 
 
 def not_separable_from(f: Configuration, points: Sequence[Configuration],
                        objectives: Sequence[Objective]) -> tuple[Configuration, ...]:
-    """The configurations ``f`` dominates on means but not beyond the 95 % intervals: on
-    every objective where ``f``'s mean is better, the two intervals overlap.
-
-    A single-seed configuration has no interval: it is never compared (() for ``f``
-    itself with one seed; such a ``d`` is skipped).
-    """
-    maximize = [o.maximize for o in objectives]
-    fv = f.values(objectives)
-    if f.n_good < 2:
-        return ()
+    """The configurations ``f`` dominates on means that no paired test tells from it: on
+    every objective where ``f``'s mean is better, the paired t-test over their shared seeds
+    (replicate order where the seeds differ) gives p ≥ 5 %. Pairs with fewer than two
+    seeds to compare are :func:`not_compared_with`, never here."""
     out = []
-    for d in points:
-        dv = d.values(objectives)
-        if d is f or d.n_good < 2 or not dominates(fv, dv, maximize):
+    for d, better in dominated_on_means(f, points, objectives):
+        diffs = [paired_difference(f.good, d.good, lambda t, m=o.metric: t.metrics.get(m, math.nan))[0]
+                 for o in better]
+        if any(x.n < 2 for x in diffs):
             continue
-        better = [o for o, x, y in zip(objectives, fv, dv) if (x > y if o.maximize else x < y)]
-        if all(intervals_overlap(f.stats[o.metric], d.stats[o.metric]) for o in better):
+        if all(paired_p_value(x) >= SEPARATION_LEVEL for x in diffs):
             out.append(d)
     return tuple(out)
 
 
+def not_compared_with(f: Configuration, points: Sequence[Configuration],
+                      objectives: Sequence[Objective]) -> tuple[Configuration, ...]:
+    """The configurations ``f`` dominates on means with fewer than two seeds to pair."""
+    return tuple(d for d, better in dominated_on_means(f, points, objectives)
+                 if paired_difference(f.good, d.good, lambda t: 0.0)[0].n < 2)
+
+
 def _separability(front: Sequence[Configuration], points: Sequence[Configuration],
-                  objectives: Sequence[Objective]) -> Mapping[tuple[str, str], tuple[Configuration, ...]]:
-    marks = {c.key: not_separable_from(c, points, objectives) for c in front}
-    return {k: v for k, v in marks.items() if v}
+                  objectives: Sequence[Objective]) -> tuple[dict, dict]:
+    apart = {c.key: not_separable_from(c, points, objectives) for c in front}
+    unknown = {c.key: not_compared_with(c, points, objectives) for c in front}
+    return {k: v for k, v in apart.items() if v}, {k: v for k, v in unknown.items() if v}
 
 
-def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective]) -> SweepSummary:
+def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective], accuracy: str = "val_acc") -> SweepSummary:
     """Exclusions by reason, the configurations, the usable baseline, every configuration's
     savings, the dense frontiers and the advantage over them."""
     good, excluded = [], []
@@ -263,12 +293,12 @@ def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective]) -> SweepS
     baseline, note = _pick_baseline(configs)
     savings: tuple[Savings, ...] = ()
     if baseline is not None:
-        savings = tuple(savings_against(c, baseline) for c in configs if c.n_good and c is not baseline)
-    frontiers = dense_frontiers(configs)
+        savings = tuple(savings_against(c, baseline, accuracy) for c in configs if c.n_good and c is not baseline)
+    frontiers = dense_frontiers(configs, accuracy)
     return SweepSummary(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(SweepData)},
                         good=tuple(good), excluded=tuple(excluded), excluded_counts=counts, baseline=baseline,
                         baseline_note=note, savings=savings, configurations=configs, frontiers=frontiers,
-                        advantages=advantages(configs, frontiers))
+                        advantages=advantages(configs, frontiers, accuracy))
 
 
 def _pick_baseline(configs: Sequence[Configuration]) -> tuple[Configuration | None, str]:
@@ -315,12 +345,49 @@ def _curve(sweep: SweepSummary, points: Sequence[Configuration], objectives: Seq
     return tuple(out)
 
 
-def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Analysis:
-    """Fronts, hypervolumes, exclusions and savings of one sweep or several compared."""
-    objectives = tuple(objectives)
+ACCURACIES = ("test_acc", "val_acc")
+ACCURACY_WORDS = {
+    "test_acc": "test accuracy at the epoch validation selected (test_acc)",
+    "val_acc": "validation accuracy at its best epoch (val_acc)",
+}
+
+
+def report_accuracy(sweeps: Sequence[SweepData], objectives: Sequence[Objective],
+                    accuracy: str | None = None) -> tuple[str, tuple[Objective, ...], str]:
+    """The one accuracy of a report, the objectives with it in ``val_acc``'s place, and a
+    sentence naming it (docs/design.md §9).
+
+    By default ``test_acc``: the test split at the epoch the validation split selected,
+    which nothing was chosen on. A store whose finished trials lack it (written before
+    the test split was stored) reports ``val_acc`` and says so: the best epoch of the
+    split it is read on, optimistic for the noisiest methods.
+    """
+    if accuracy is not None and accuracy not in ACCURACIES:
+        raise ConfigError(f"--accuracy {accuracy!r}: must be one of {', '.join(ACCURACIES)}")
+    explicit = [o.metric for o in objectives if o.metric in ACCURACIES]
+    done = [t for s in sweeps for t in s.trials if t.status == COMPLETED]
+    missing = sum(not math.isfinite(t.metrics.get("test_acc", math.nan)) for t in done)
+    if accuracy is None:
+        accuracy = explicit[0] if explicit and explicit[0] == "test_acc" else (
+            "test_acc" if done and not missing else "val_acc")
+    note = f"accuracy: {ACCURACY_WORDS[accuracy]}"
+    if accuracy == "val_acc" and missing:
+        note += (f"; {missing} of {len(done)} finished trials have no test_acc (a store written before the "
+                 "test split was stored), so the epoch was selected on the split it is read on: optimistic")
+    elif accuracy == "test_acc" and missing:
+        raise ConfigError(f"--accuracy test_acc: {missing} of {len(done)} finished trials have no test_acc "
+                          "(a store written before the test split was stored); use --accuracy val_acc")
+    swapped = tuple(Objective(accuracy, o.maximize) if o.metric in ACCURACIES else o for o in objectives)
+    return accuracy, swapped, note
+
+
+def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective], accuracy: str | None = None) -> Analysis:
+    """Fronts, hypervolumes, exclusions and savings of one sweep or several compared, on
+    one accuracy (:func:`report_accuracy`)."""
     check_objectives(list(objectives), "objectives")
+    accuracy, objectives, accuracy_note = report_accuracy(sweeps, tuple(objectives), accuracy)
     maximize = [o.maximize for o in objectives]
-    summaries = tuple(summarize_sweep(s, objectives) for s in sweeps)
+    summaries = tuple(summarize_sweep(s, objectives, accuracy) for s in sweeps)
     notes: list[str] = []
 
     energy_axis = any(o.metric in ENERGY_METRICS for o in objectives)
@@ -349,14 +416,14 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
             curve = _curve(s, pts[s.name], objectives, reference)
             front = front_of(pts[s.name], objectives)
             fronts.append(Front(s.name, tuple(pts[s.name]), front, curve[-1][1] if curve else 0.0, curve,
-                                _separability(front, pts[s.name], objectives)))
+                                *_separability(front, pts[s.name], objectives)))
         combined = None
         if len(summaries) > 1:
             every = [c for s in summaries for c in pts[s.name]]
             front = front_of(every, objectives)
             combined = Front("combined", tuple(every), front,
                              hypervolume([c.values(objectives) for c in front], reference, maximize), (),
-                             _separability(front, every, objectives))
+                             *_separability(front, every, objectives))
         group_sources = {c.energy_source for ps in pts.values() for c in ps}
         shared = bool(key) and key.endswith("(device-shared)")
         groups.append(Group(next(iter(group_sources)) if len(group_sources) == 1 else None,
@@ -364,9 +431,9 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective]) -> Ana
 
     if any(t.ended_at is None for s in summaries for t in s.trials if t.status in TERMINAL_STATUSES):
         notes.append("some finished trials have no ended_at: the hypervolume curve orders them by trial order")
-    heads = tuple(headline(s, [c for g in groups for f in g.fronts if f.label == s.name for c in f.front])
-                  for s in summaries)
-    return Analysis(objectives, summaries, tuple(groups), split, tuple(notes), heads)
+    heads = tuple(headline(s, [c for g in groups for f in g.fronts if f.label == s.name for c in f.front],
+                           accuracy, objectives) for s in summaries)
+    return Analysis(objectives, summaries, tuple(groups), split, tuple(notes), heads, accuracy, accuracy_note)
 
 
 def _most_saving(sweep: SweepSummary, configs: Sequence[Configuration]) -> tuple[Advantage, Configuration] | None:
@@ -385,41 +452,57 @@ def _no_frontier_reason(sweep: SweepSummary, configs: Sequence[Configuration]) -
     return "; ".join(notes) or "no dense frontier: fewer than 2 dense budgets completed"
 
 
-def headline(sweep: SweepSummary, front: Sequence[Configuration]) -> Headline:
+def _dominating(c: Configuration, front: Sequence[Configuration], objectives: Sequence[Objective]) -> str:
+    """The front configurations that dominate ``c`` on means, in words ("" when none does)."""
+    maximize = [o.maximize for o in objectives]
+    by = [d for d in front if dominates(d.values(objectives), c.values(objectives), maximize)]
+    return ", ".join(f"{d.config_id} ({kind_label(d)})" if d.is_baseline else d.config_id for d in by)
+
+
+def headline(sweep: SweepSummary, front: Sequence[Configuration], accuracy: str = "val_acc",
+             objectives: Sequence[Objective] = ()) -> Headline:
     """The searched front configuration that saves the most energy at equal accuracy
-    against training less (its saving may be negative), or why none can be compared."""
+    against training less (its saving may be negative), or why none can be compared.
+
+    Off the front, the closest searched configuration is named with what dominates it,
+    so a positive saving against the dense line never reads as a win."""
+    done = [c for c in sweep.configurations if c.kind == KIND_SEARCHED and c.n_good]
+    k = len(done)
     searched = [c for c in front if not c.is_baseline]
     if not searched:
         # Nothing searched made the front: it does not beat training less. Say how close
-        # the best finished one came, when the frontier can tell.
-        done = [c for c in sweep.configurations if c.kind == KIND_SEARCHED and c.n_good]
+        # the best finished one came, when the frontier can tell, and what beat it.
         if not done:
             return Headline(sweep.name, None, None, "no searched configuration has finished yet")
         best = _most_saving(sweep, done)
         reason = _no_frontier_reason(sweep, done) or "every one lies outside the dense frontier's range"
-        return Headline(sweep.name, best[1] if best else None, best[0] if best else None, reason, on_front=False)
+        closest = best[1] if best else None
+        by = _dominating(closest, front, objectives) if closest is not None and objectives else ""
+        return Headline(sweep.name, closest, best[0] if best else None, reason, on_front=False,
+                        dominated_by=by, picked_from=k)
     best = _most_saving(sweep, searched)
     if best:
-        return Headline(sweep.name, best[1], best[0], "")
+        return Headline(sweep.name, best[1], best[0], "", picked_from=k)
     reason = _no_frontier_reason(sweep, searched)
     if reason:
-        return Headline(sweep.name, None, None, reason)
+        return Headline(sweep.name, None, None, reason, picked_from=k)
     usable = [f for f in sweep.frontiers if f.energy_axis in {c.energy_axis for c in searched} and f.usable]
     # Above the frontier's best accuracy at no more energy than that budget: nothing can be
     # read off the line, but training less cannot reach it at any budget tried.
     above = []
     for c in searched:
         top = next((f.envelope[-1] for f in usable if f.energy_axis == c.energy_axis), None)
-        acc, energy = c.metrics.get("val_acc", math.nan), c.metrics.get("energy_j", math.nan)
+        acc, energy = c.metrics.get(accuracy, math.nan), c.metrics.get("energy_j", math.nan)
         if top is not None and acc > top.accuracy.mean and energy <= top.energy.mean:
             above.append((1.0 - energy / top.energy.mean, c, top))
     if above:
-        saving, c, top = max(above, key=lambda x: (x[0], x[1].metrics["val_acc"]))
-        return Headline(sweep.name, None, None, "", dominates_frontier=(
-            f"{c.config_id} is more accurate than dense at every budget tried (val_acc {c.metrics['val_acc']:.4g} "
-            f"against at most {top.accuracy.mean:.4g}) and uses {100 * saving:.1f}% less energy than that "
-            f"budget ({top.config_id}), so it beats training less by more than the frontier can measure"))
+        saving, c, top = max(above, key=lambda x: (x[0], x[1].metrics[accuracy]))
+        return Headline(sweep.name, None, None, "", picked_from=k, dominates_frontier=(
+            f"{c.config_id} is more accurate than dense at every budget tried ({accuracy} "
+            f"{c.metrics[accuracy]:.4g} against at most {top.accuracy.mean:.4g}) and uses {100 * saving:.1f}% less "
+            f"energy than that budget ({top.config_id}), so it beats training less by more than the frontier can "
+            "measure"))
     ranges = ", ".join(f"{f.envelope[0].accuracy.mean:.4g}..{f.envelope[-1].accuracy.mean:.4g}"
                        + (f" on {f.energy_axis}" if len(usable) > 1 else "") for f in usable)
     return Headline(sweep.name, None, None, "every searched front configuration lies outside the dense "
-                    f"frontier's accuracy range ({ranges})")
+                    f"frontier's accuracy range ({ranges})", picked_from=k)

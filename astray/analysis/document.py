@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from astray.analysis.compute import EXCLUSION_REASONS
+from astray.analysis.compute import EXCLUSION_REASONS, dominated_on_means
 from astray.analysis.labels import (
     column,
     config_name,
@@ -30,7 +30,7 @@ from astray.analysis.labels import (
     seeds,
 )
 from astray.analysis.results import Analysis, Configuration, Front, SweepSummary
-from astray.schema import BASELINE_FLAG, OBJECTIVE_METRICS
+from astray.schema import BASELINE_FLAG, OBJECTIVE_METRICS, Objective
 
 HOW_TO_READ = (
     "How to read the plot: every point is a configuration at the mean of its good seed replicates; "
@@ -42,6 +42,19 @@ HOW_TO_READ = (
     "activation. A searched configuration above or left of the frontier line beats training less; the "
     "table above reads both distances off the line, and the numbers on the plot match the key below it "
     "and the front tables."
+)
+
+
+VERDICT_METHOD = (
+    "How the verdict is reached: the {accuracy}. Each sweep's dense configurations at several budgets "
+    "(shares of training.epochs) make the dense frontier. A configuration's energy saving at equal accuracy "
+    "(1 − its energy / the frontier's energy at its accuracy) and its accuracy gain at equal energy (its "
+    "accuracy minus the frontier's, in points) are computed per seed, against the line through that seed's "
+    "own dense runs, and their 95 % interval is Student's t over those paired values. The verdict is a win "
+    "only when the interval's low end is above 0. A front configuration is not separable from one it "
+    "dominates when a paired t-test (5 %) on every objective it is better on cannot tell them apart. The "
+    "headline configuration is the best of the searched ones, so its number is optimistic unless it was "
+    "confirmed on fresh seeds (docs/design.md §9). Energy is compared on one energy axis only."
 )
 
 
@@ -84,11 +97,12 @@ def front_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
     advantages = {k: adv for s in a.sweeps for k, adv in s.advantages.items()}
     metrics = list(OBJECTIVE_METRICS)
     header = (["front", "sweep", "trial_id", BASELINE_FLAG, "energy_source"] + metrics
-              + ["energy_saving", "flops_saving", "time_saving", "val_acc_diff_points"]
+              + ["energy_saving", "flops_saving", "time_saving", "accuracy_diff_points"]
               + ["config_id", "baseline_kind", "budget", "n_good", "n_total", "trial_ids"]
               + [f"{m}_{x}" for m in metrics for x in ("mean", "ci95")]
               + ["energy_saving_vs_frontier", "energy_saving_vs_frontier_lo", "energy_saving_vs_frontier_hi",
-                 "acc_gain_vs_frontier_points", "acc_gain_vs_frontier_points_ci95", "not_separable_from"]
+                 "acc_gain_vs_frontier_points", "acc_gain_vs_frontier_points_ci95", "not_separable_from",
+                 "not_compared_with", "accuracy_metric", "paired_by"]
               + searched)
     rows = []
     for g in a.groups:
@@ -97,16 +111,19 @@ def front_rows(a: Analysis) -> tuple[list[str], list[list[str]]]:
                 sv = savings.get(c.key)
                 adv = advantages.get(c.key)
                 apart = f.not_separable.get(c.key, ())
+                unknown = f.not_compared.get(c.key, ())
                 rows.append([f.label, c.sweep, c.trial_id, str(c.is_baseline), c.energy_source or ""]
                             + [repr(c.metrics[m]) for m in metrics]
-                            + ([repr(sv.energy), repr(sv.flops), repr(sv.time), repr(sv.val_acc_points)]
+                            + ([repr(sv.energy), repr(sv.flops), repr(sv.time), repr(sv.accuracy_points)]
                                if sv else [""] * 4)
                             + [c.config_id, c.kind, repr(c.budget), str(c.n_good), str(c.n_total),
                                ";".join(c.trial_ids)]
                             + [repr(v) for m in metrics for v in (c.stats[m].mean, c.stats[m].ci95)]
                             + ([repr(adv.energy_saving), repr(adv.energy_saving_lo), repr(adv.energy_saving_hi),
                                 repr(adv.acc_gain_points), repr(adv.acc_gain_ci95)] if adv else [""] * 5)
-                            + [";".join(config_name(d, f is g.combined) for d in apart)]
+                            + [";".join(config_name(d, f is g.combined) for d in apart),
+                               ";".join(config_name(d, f is g.combined) for d in unknown),
+                               a.accuracy, adv.paired if adv else ""]
                             + ["" if c.params.get(k) is None else str(c.params.get(k)) for k in searched])
     return header, rows
 
@@ -118,14 +135,25 @@ def _name(c: Configuration, multi: bool, with_seeds: bool = True) -> str:
     return config_name(c, multi) + (f" ({kind}{reps})" if kind else (f" ({reps[2:]})" if reps else ""))
 
 
-def separability(f: Front, c: Configuration, multi: bool) -> str:
-    """``not separable at 3 seeds from search-0002``, ``single seed: no interval``, or ``separable``."""
-    if c.n_good < 2:
-        return "single seed: no interval"
-    apart = f.not_separable.get(c.key, ())
+def separability(f: Front, c: Configuration, multi: bool, objectives: Sequence[Objective]) -> str:
+    """What the paired t-test says of a front configuration against those it dominates:
+    ``not separable at 3 seeds from search-0002 (paired t-test, p ≥ 0.05)``, ``not compared
+    with search-0004 (one seed)``, ``separable (paired t-test, p < 0.05)``, or
+    ``dominates none`` — never "separable" where no test was made."""
+    apart, unknown = f.not_separable.get(c.key, ()), f.not_compared.get(c.key, ())
+    parts = []
     if apart:
-        return f"not separable at {c.n_good} seeds from " + ", ".join(config_name(d, multi) for d in apart)
-    return "separable"
+        parts.append(f"not separable at {c.n_good} seeds from " + ", ".join(config_name(d, multi) for d in apart)
+                     + " (paired t-test, p ≥ 0.05)")
+    if unknown:
+        parts.append("not compared with " + ", ".join(config_name(d, multi) for d in unknown)
+                     + " (fewer than 2 seeds to pair)")
+    skip = {x.key for x in apart + unknown}
+    dominated = [d for d, _ in dominated_on_means(c, f.points, objectives) if d.key not in skip]
+    if dominated:
+        parts.append("separable from " + ", ".join(config_name(d, multi) for d in dominated)
+                     + " (paired t-test, p < 0.05)")
+    return "; ".join(parts) or "dominates none"
 
 
 def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
@@ -154,16 +182,16 @@ def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
     for c in dense + others:
         adv = s.advantages.get(c.key)
         point = "— (frontier point)" if (c.energy_axis, c.config_id) in enveloped else "— (below the frontier)"
-        mark = separability(on_front[c.key], c, False) if c.key in on_front and not c.is_baseline else ""
+        mark = separability(on_front[c.key], c, False, a.objectives) if c.key in on_front and not c.is_baseline else ""
         star = " ★" if c.key in on_front else ""
         rows.append([_name(c, False, with_seeds=False) + star, f"{c.n_good}/{c.n_total}",
-                     mean_ci("val_acc", c.stats["val_acc"]), mean_ci("energy_j", c.stats["energy_j"]),
+                     mean_ci(a.accuracy, c.stats[a.accuracy]), mean_ci("energy_j", c.stats["energy_j"]),
                      point if c.is_dense else (saving_text(adv) if adv else "—"),
                      point if c.is_dense else (gain_text(adv) if adv else "—"), mark])
         if adv is not None and adv.note and adv.note not in frontier_notes:
             notes.append(f"{config_name(c)}: {adv.note}")
     if rows:
-        b.append(Table(["configuration (★ on a front)", "seeds (good/all)", "val_acc mean ± 95 % CI",
+        b.append(Table(["configuration (★ on a front)", "seeds (good/all)", f"{a.accuracy} mean ± 95 % CI",
                         "energy_j [J] mean ± 95 % CI", "energy saving at equal accuracy [95 % CI]",
                         "accuracy gain at equal energy ± 95 % CI", "separability"], rows))
     if notes:
@@ -176,9 +204,16 @@ def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
 def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
     """The report as neutral blocks: Heading(level, text), Paragraph(text), Bullets(items),
     Table(header, rows), Image(file, caption). Markdown and HTML render the same blocks."""
-    b: list[Block] = [Heading(1, "astray report: " + ", ".join(s.name for s in a.sweeps)),
-                      Paragraph("objectives: " + ", ".join(f"{o.metric} ({'max' if o.maximize else 'min'})"
-                                                       for o in a.objectives))]
+    b: list[Block] = [Heading(1, "astray report: " + ", ".join(s.name for s in a.sweeps))]
+    multi = len(a.sweeps) > 1
+    b.append(Heading(2, "Verdict: is AST better than simply training less?"))
+    b.append(Bullets([headline_text(h, multi) for h in a.headlines]))
+    b.append(Paragraph(VERDICT_METHOD.format(accuracy=a.accuracy_note or a.accuracy)))
+    pareto = [(f, c) for f, c in images if f.startswith("pareto")]
+    for file, caption in pareto[:1]:
+        b.append(Image(file, caption))
+    b.append(Paragraph("objectives: " + ", ".join(f"{o.metric} ({'max' if o.maximize else 'min'})"
+                                                   for o in a.objectives)))
     if a.notes:
         b.append(Bullets(list(a.notes)))
     b.append(Heading(2, "Trials"))
@@ -211,23 +246,13 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
             repeated = any(c.n_total > 1 for c in f.front)
             rows = [[_name(c, len(a.sweeps) > 1)]
                     + [mean_ci(o.metric, c.stats[o.metric]) for o in a.objectives]
-                    + ([separability(f, c, f is g.combined)] if repeated else [])
+                    + ([separability(f, c, f is g.combined, a.objectives)] if repeated else [])
                     + ["—" if c.is_baseline else fmt_param(c.params.get(k)) for k in searched] for c in f.front]
             b.append(Table(["configuration"] + [column(o) + (" mean ± 95 % CI" if repeated else "")
                                                 for o in a.objectives]
                            + (["separability"] if repeated else []) + searched, rows)
                      if rows else Paragraph("no configuration on this front yet."))
     b.append(Heading(2, "Advantage over training less"))
-    multi = len(a.sweeps) > 1
-    b.append(Bullets([headline_text(h, multi) for h in a.headlines]))
-    b.append(Paragraph("Is AST better than simply training less? Each sweep's dense configurations at "
-                       "several budgets (shares of training.epochs) make the dense frontier; a configuration's "
-                       "energy saving at equal accuracy is 1 − its energy / the frontier's energy at its "
-                       "accuracy, and its accuracy gain at equal energy is its val_acc minus the frontier's "
-                       "at its energy, in points. Intervals are 95 % Student-t intervals over seed "
-                       "replicates; a front configuration is not separable from one it dominates when, on "
-                       "every objective it is better on, their intervals overlap (docs/design.md §9). Energy "
-                       "is compared on one energy axis only."))
     for s in a.sweeps:
         if multi:
             b.append(Heading(3, s.name))
@@ -243,17 +268,17 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
             continue
         bl = s.baseline
         reps = f" (mean of {seeds(bl.n_good)})" if bl.n_good > 1 else ""
-        b.append(Paragraph(f"baseline {bl.config_id}{reps}: val_acc {fmt('val_acc', bl.metrics['val_acc'])}, "
+        b.append(Paragraph(f"baseline {bl.config_id}{reps}: {a.accuracy} {fmt(a.accuracy, bl.metrics[a.accuracy])}, "
                        f"energy {fmt('energy_j', bl.metrics['energy_j'])} J ({bl.energy_source}), "
                        f"FLOPs {fmt('flops', bl.metrics['flops'])}, time {fmt('time_s', bl.metrics['time_s'])} s. "
-                       "Saving = 1 − configuration / baseline, on replicate means; accuracy as the val_acc "
+                       f"Saving = 1 − configuration / baseline, on replicate means; accuracy as the {a.accuracy} "
                        "difference in percentage points."
                        + (f" {s.baseline_note}." if s.baseline_note else "")))
         names = {c.key: _name(c, False) for c in s.configurations}
         rows = [[names.get((sv.sweep, sv.trial_id), sv.trial_id)
                  + (" ★" if (sv.sweep, sv.trial_id) in on_front else ""),
                  pct(sv.energy) if sv.energy_comparable else "— (other energy source or device sharing)",
-                 pct(sv.flops), pct(sv.time), f"{sv.val_acc_points:+.2f} pt"]
+                 pct(sv.flops), pct(sv.time), f"{sv.accuracy_points:+.2f} pt"]
                 for sv in sorted(s.savings, key=lambda v: (math.isnan(v.energy), -v.energy, v.trial_id))]
         b.append(Table(["configuration (★ on a front)", "energy saving", "FLOPs saving", "time saving",
                             "accuracy vs baseline"], rows) if rows else Paragraph("no completed trial besides it yet."))
@@ -263,7 +288,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
               [[n, t.trial_id, t.status, (t.error or "").strip()] for n, t in failed])
              if failed else Paragraph("none."))
     b.append(Heading(2, "Figures"))
-    for file, caption in images:
+    for file, caption in [im for im in images if im not in pareto[:1]]:
         b.append(Image(file, caption))
     for s in a.sweeps:
         b += _setup_blocks(s.name, s.path, s.manifest, len(a.sweeps) > 1)

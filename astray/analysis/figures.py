@@ -155,10 +155,11 @@ def _dense(ax: Any, f: Front, xo: Objective, yo: Objective, color: str, tag: str
     xy = {c.key: (c.metrics[xo.metric], c.metrics[yo.metric]) for c in dense}
     on = {c.key for c in dense}
     if len(dense) > 1:
-        if {xo.metric, yo.metric} == {"energy_j", "val_acc"}:
+        accuracy = {xo.metric, yo.metric} & {"val_acc", "test_acc"}
+        if "energy_j" in {xo.metric, yo.metric} and accuracy:
             # The upper envelope, drawn where it is defined: from its cheapest to its dearest point.
             by_id = {c.config_id: c for c in dense}
-            env = upper_envelope([FrontierPoint(c.stats["energy_j"], c.stats["val_acc"], c.config_id, c.budget)
+            env = upper_envelope([FrontierPoint(c.stats["energy_j"], c.stats[min(accuracy)], c.config_id, c.budget)
                                   for c in dense])
             on = {by_id[p.config_id].key for p in env}
             line = [xy[by_id[p.config_id].key] for p in env]

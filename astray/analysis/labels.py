@@ -111,30 +111,47 @@ def gain_text(adv: Advantage) -> str:
     return f"{adv.acc_gain_points:+.2f}{ci} pt"
 
 
+PAIRING = {"seed": "paired by seed", "order": "replicates paired in order: seeds not shared", "": "no pairs"}
+
+
+def _interval_words(adv: Advantage) -> str:
+    """``95% CI 3.1%..12.0%, 3 seeds paired by seed``, or why there is none."""
+    if adv.n < 2:
+        return "1 seed: no interval"
+    how = PAIRING.get(adv.paired, adv.paired)
+    if math.isnan(adv.energy_saving_lo):
+        return f"no interval: too few seeds' dense runs rise, {seeds(adv.n)}"
+    return f"95% CI {pct_interval(adv.energy_saving_lo, adv.energy_saving_hi)}, {seeds(adv.n)} {how}"
+
+
 def headline_text(h: Headline, multi: bool = False) -> str:
-    """The report's answer to "is AST better than simply training less?", in one sentence."""
+    """The report's answer to "is AST better than simply training less?", in one sentence.
+
+    The verdict follows the interval's low end (:attr:`Headline.beats`), and the sentence
+    says the configuration is the best of k searched and not confirmed on fresh seeds."""
     where = f"{h.sweep}: " if multi else ""
+    picked = f"; best of {h.picked_from} searched, unconfirmed" if h.picked_from > 1 else ""
     if h.dominates_frontier:
-        return f"{where}{h.dominates_frontier}."
+        return f"{where}{h.dominates_frontier} (on means{picked})."
     if not h.on_front and (h.best is None or h.advantage is None):
         return (f"{where}No searched configuration beats training less: none is on the front, and by how "
                 f"much cannot be read ({h.reason}).")
     if h.best is None or h.advantage is None:
         return f"{where}No comparison with training less: {h.reason}."
     adv = h.advantage
-    if adv.n >= 2 and math.isnan(adv.energy_saving_lo) and math.isnan(adv.energy_saving_hi):
-        ci = f"95% CI reaches past both ends of the frontier, {seeds(adv.n)}"
-    elif adv.n >= 2:
-        ci = f"95% CI {pct_interval(adv.energy_saving_lo, adv.energy_saving_hi)}, {seeds(adv.n)}"
-    else:
-        ci = "1 seed: no interval"
     number = f"{100 * adv.energy_saving:.1f}%"
+    ci = _interval_words(adv)
+    if not h.on_front:
+        by = f"; {h.dominated_by} dominates it" if h.dominated_by else ""
+        return (f"{where}No searched configuration beats training less: none is on the front. The closest, "
+                f"{h.best.config_id}, saves {number} energy against dense at equal accuracy ({ci}){by}.")
     if h.beats:
         return (f"{where}best configuration {h.best.config_id} beats training less by {number} energy at "
-                f"equal accuracy ({ci}).")
-    if not h.on_front:
-        return (f"{where}No searched configuration beats training less: none is on the front; the closest, "
-                f"{h.best.config_id}, saves {number} energy at equal accuracy ({ci}).")
+                f"equal accuracy ({ci}{picked}).")
+    if adv.energy_saving > 0:
+        return (f"{where}Not shown to beat training less: the best, {h.best.config_id}, saves {number} energy "
+                f"at equal accuracy, but {'its interval reaches 0' if adv.n >= 2 else 'with no interval'} "
+                f"({ci}{picked}).")
     return (f"{where}No searched configuration beats training less: the best, {h.best.config_id}, saves "
             f"{number} energy at equal accuracy ({ci}).")
 

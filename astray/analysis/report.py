@@ -59,5 +59,7 @@ def summary_lines(a: Analysis) -> list[str]:
                          f"({', '.join(config_name(c, f is g.combined) for c in f.front) or 'none'}), "
                          + hv_label(a.objectives).replace("hypervolume", f"hypervolume {f.hypervolume:.6g}", 1))
     lines += [f"[astray] {headline_text(h, len(a.sweeps) > 1)}" for h in a.headlines]
+    if a.accuracy_note:
+        lines.append(f"[astray] {a.accuracy_note}")
     return lines + [f"[astray] note: {n}" for n in a.notes]
 

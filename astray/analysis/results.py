@@ -167,13 +167,25 @@ class Configuration:
 
 
 @dataclass(frozen=True)
+class Run:
+    """One good replicate's numbers, what paired statistics pair (docs/design.md §9)."""
+
+    seed: int | None  # training.seed; None in a store written before replicates
+    replicate: int
+    energy: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
 class FrontierPoint:
-    """One dense budget of the frontier: its configuration's energy and accuracy."""
+    """One dense budget of the frontier: its configuration's energy and accuracy, and the
+    replicates they are the means of."""
 
     energy: Estimate
     accuracy: Estimate
     config_id: str = ""
     budget: float = 1.0
+    runs: tuple[Run, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,9 +211,10 @@ class Advantage:
     energy_saving_lo: float  # the 95 % interval's ends; NaN where one falls off the frontier
     energy_saving_hi: float
     acc_gain_points: float  # (accuracy − accuracy_frontier(E)) × 100: points gained at equal energy
-    acc_gain_ci95: float  # half-width in points; NaN when any count involved is one
-    n: int  # good replicates of the configuration
-    note: str = ""  # why a number is NaN; "" when both are there
+    acc_gain_ci95: float  # half-width in points; NaN below two pairs
+    n: int  # seeds the numbers are over (pairs of the configuration with both dense budgets)
+    note: str = ""  # why a number is NaN, or how the seeds were paired; "" when all is plain
+    paired: str = "seed"  # how replicates were paired: "seed", "order" (unpaired seeds), "" (none)
 
 
 @dataclass(frozen=True)
@@ -254,7 +267,7 @@ class Savings:
     energy: float  # 1 − energy_j / baseline energy_j; NaN when the energy axes (source, sharing) differ
     flops: float  # 1 − flops / baseline flops
     time: float  # 1 − time_s / baseline time_s
-    val_acc_points: float  # (val_acc − baseline val_acc) × 100
+    accuracy_points: float  # (accuracy − baseline accuracy) × 100, on the report's accuracy
     energy_comparable: bool
     config_id: str = ""
 
@@ -268,9 +281,12 @@ class Front:
     front: tuple[Configuration, ...]  # best first on the first objective, then the next; on means
     hypervolume: float
     curve: tuple[tuple[int, float], ...]  # (trials finished, hypervolume so far); () for combined
-    # Front configuration key → the configurations it dominates on means but not beyond
-    # the 95 % intervals (docs/design.md §9); empty for single-seed configurations.
+    # Front configuration key → the configurations it dominates on means that a paired
+    # t-test at 5 % cannot tell from it on any objective it is better on (docs/design.md §9).
     not_separable: Mapping[tuple[str, str], tuple[Configuration, ...]] = field(default_factory=dict)
+    # Front configuration key → those it dominates on means with fewer than two seeds to
+    # compare (either side has one): no test was made.
+    not_compared: Mapping[tuple[str, str], tuple[Configuration, ...]] = field(default_factory=dict)
 
     @property
     def good_trials(self) -> int:
@@ -333,12 +349,18 @@ class Headline:
     reason: str  # when ``best`` is None: why nothing could be compared
     dominates_frontier: str = ""  # when a searched configuration beats every dense budget outright: which, in words
     on_front: bool = True  # False: no searched configuration is on the front; ``best`` is the closest finished one
+    dominated_by: str = ""  # off the front: the baseline configuration(s) that dominate ``best``, in words
+    picked_from: int = 0  # searched configurations ``best`` was the best of (the winner's curse applies)
 
     @property
     def beats(self) -> bool:
+        """The verdict: on the front, and the 95 % interval of the saving lies above 0 (or
+        the configuration is more accurate than every dense budget at less energy). A
+        positive saving whose interval reaches 0, or that has one seed, is no verdict."""
         if not self.on_front:
             return False
-        return bool(self.dominates_frontier) or (self.advantage is not None and self.advantage.energy_saving > 0)
+        adv = self.advantage
+        return bool(self.dominates_frontier) or (adv is not None and adv.n >= 2 and adv.energy_saving_lo > 0)
 
 
 @dataclass(frozen=True)
@@ -351,6 +373,8 @@ class Analysis:
     split_by_energy_source: bool
     notes: tuple[str, ...] = field(default=())
     headlines: tuple[Headline, ...] = ()  # one per sweep
+    accuracy: str = "val_acc"  # the accuracy fronts, the frontier and the headline use (test_acc when stored)
+    accuracy_note: str = ""  # that accuracy in words, and why when it is not test_acc
 
     def front_configs(self) -> list[Configuration]:
         """Every configuration on some front shown (per-sweep fronts of every group), once each."""

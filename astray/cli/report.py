@@ -1,6 +1,7 @@
 """Pareto reports of sweeps: fronts, hypervolumes, savings, and the advantage over training less.
 
-``astray report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--out DIR]``
+``astray report SWEEP_DIR [SWEEP_DIR ...] [--objectives val_acc:max,energy_j:min] [--accuracy test_acc|val_acc]
+[--out DIR]``
 (also ``python -m astray.report``); ``astray report RUN_DIR [--baseline RUN_DIR]`` reports one
 ``astray train`` run (``astray.analysis.run_report``).
 
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None, prog: str = "python -m astray.report") ->
                    help="with a single run: the run to compare it with (e.g. dense)")
     p.add_argument("--objectives", default=None, metavar="METRIC:max|min,...",
                    help="e.g. val_acc:max,energy_j:min (default: the objectives the sweep searched)")
+    p.add_argument("--accuracy", default=None, choices=("test_acc", "val_acc"),
+                   help="the accuracy of fronts, frontier and headline (default: test_acc when the store has it, "
+                        "else val_acc, and the report says so)")
     p.add_argument("--out", default=None, metavar="DIR", help="where the report goes (default: SWEEP_DIR/report/)")
     return p.parse_args(argv)
 
@@ -49,15 +53,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m astray.report") -
     if args.baseline:
         raise AstrayError(f"--baseline {args.baseline!r} compares two astray train runs; "
                           f"{args.sweep_dirs[0]!r} is not a run's output directory (no metrics.parquet)")
-    write_sweep_report(args.sweep_dirs, args.objectives, args.out)
+    write_sweep_report(args.sweep_dirs, args.objectives, args.out, args.accuracy)
     return 0
 
 
-def write_sweep_report(sweep_dirs: list[str], objectives: str | None = None, out_dir: str | None = None) -> Path:
+def write_sweep_report(sweep_dirs: list[str], objectives: str | None = None, out_dir: str | None = None,
+                       accuracy: str | None = None) -> Path:
     """Analyse and write the report; print its summary and where it went. Returns the folder."""
     sweeps = load_sweeps(sweep_dirs)
     objectives, source = choose_objectives(objectives, sweeps)
-    a = analyze(sweeps, objectives)
+    a = analyze(sweeps, objectives, accuracy)
     a = replace(a, notes=(source,) + a.notes)
     if out_dir:
         out = Path(out_dir)

@@ -144,7 +144,7 @@ def test_savings_arithmetic():
     sweep = sweep_from_rows("s", [base, trial, other])
     sv = savings_against(sweep.trials[1], sweep.trials[0])
     assert sv.energy == pytest.approx(0.6) and sv.flops == pytest.approx(0.7) and sv.time == pytest.approx(0.2)
-    assert sv.val_acc_points == pytest.approx(-1.5) and sv.energy_comparable
+    assert sv.accuracy_points == pytest.approx(-1.5) and sv.energy_comparable
     mixed = savings_against(sweep.trials[2], sweep.trials[0])
     assert math.isnan(mixed.energy) and not mixed.energy_comparable
     summary = analyze([sweep], (Objective("val_acc", True), Objective("flops", False))).sweeps[0]

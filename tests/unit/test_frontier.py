@@ -23,8 +23,9 @@ from astray.analysis.frontier import (
     frontier_energy_at,
     upper_envelope,
 )
+from astray.analysis.document import separability
 from astray.analysis.labels import headline_text
-from astray.analysis.results import Estimate, FrontierPoint
+from astray.analysis.results import Estimate, FrontierPoint, Run
 from astray.analysis.read import read_sweep, sweep_from_rows
 from astray.cli.report import main
 from astray.sweep.store import TRIAL_COLUMNS
@@ -116,22 +117,68 @@ def test_no_energy_is_read_off_the_frontier_outside_its_accuracy_range(accuracy)
 # ----------------------------------------------------------------- the advantage
 
 
-def test_accuracy_gain_interval_takes_the_smallest_count_involved():
-    acc = Estimate(0.85, 0.01 * math.sqrt(5), 5, math.nan)  # se 0.01, df 4 on its own
-    energy = Estimate(50.0, math.nan, 5, math.nan)
-    env = (point(50.0, 0.80, "three", n=3, acc_se=0.02), point(100.0, 0.90, "two", n=2, acc_se=0.02))
-    # At the knot only the three-seed point is involved: df = 2.
-    at_knot = advantage(acc, energy, env)
-    assert at_knot.acc_gain_points == pytest.approx(5.0)
-    assert at_knot.acc_gain_ci95 == pytest.approx(100 * T95[2] * math.sqrt(0.01 ** 2 + 0.02 ** 2), rel=1e-4)
-    # Between the points both are: df = 1, weights 0.5 and 0.5.
-    between = advantage(acc, Estimate(75.0, math.nan, 5, math.nan), env)
-    se = math.sqrt(0.01 ** 2 + 0.25 * 0.02 ** 2 + 0.25 * 0.02 ** 2)
-    assert between.acc_gain_ci95 == pytest.approx(100 * T95[1] * se, rel=1e-4)
-    # With only one value the configuration has no interval, and so has the difference.
-    single = advantage(Estimate(0.85, math.nan, 1, math.nan), energy, env)
-    assert single.acc_gain_points == pytest.approx(5.0) and math.isnan(single.acc_gain_ci95)
-    assert math.isnan(single.energy_saving_lo) and math.isnan(single.energy_saving_hi)
+def runs(*pairs: tuple[float, float], seed0: int = 100) -> tuple[Run, ...]:
+    """(energy, accuracy) per seed, seeds 100, 101, ..."""
+    return tuple(Run(seed0 + r, r, e, acc) for r, (e, acc) in enumerate(pairs))
+
+
+def dense_point(name: str, rs: tuple[Run, ...]) -> FrontierPoint:
+    return FrontierPoint(estimate([r.energy for r in rs]), estimate([r.accuracy for r in rs]), name, runs=rs)
+
+
+def test_the_advantage_is_per_seed_against_that_seeds_own_dense_line():
+    # Seed 100's dense runs: (50 J, 0.80) and (100 J, 0.90); seed 101's: (52 J, 0.78), (98 J, 0.90).
+    env = upper_envelope([dense_point("half", runs((50.0, 0.80), (52.0, 0.78))),
+                          dense_point("full", runs((100.0, 0.90), (98.0, 0.90)))])
+    c = runs((60.0, 0.85), (61.0, 0.86))
+    adv = advantage(estimate([0.85, 0.86]), estimate([60.0, 61.0]), env, c)
+    # Seed 100 reaches 0.85 at 75 J; seed 101 reaches 0.86 at 52 + (0.08 / 0.12) × 46 J.
+    e101 = 52.0 + 0.08 / 0.12 * 46.0
+    per_seed = [1 - 60.0 / 75.0, 1 - 61.0 / e101]
+    mean, half = sum(per_seed) / 2, T95[1] * abs(per_seed[0] - per_seed[1]) / 2
+    assert adv.energy_saving == pytest.approx(mean)
+    assert (adv.energy_saving_lo, adv.energy_saving_hi) == pytest.approx((mean - half, mean + half), rel=1e-4)
+    # At equal energy: seed 100's line has 0.82 at 60 J, seed 101's 0.78 + 9/46 × 0.12 at 61 J.
+    gains = [(0.85 - 0.82) * 100, (0.86 - (0.78 + 9.0 / 46.0 * 0.12)) * 100]
+    assert adv.acc_gain_points == pytest.approx(sum(gains) / 2)
+    assert adv.acc_gain_ci95 == pytest.approx(T95[1] * abs(gains[0] - gains[1]) / 2)
+    assert (adv.n, adv.paired, adv.note) == (2, "seed", "")
+    # The dense runs' energy noise enters: with seed 101's full run at 120 J the interval widens.
+    wider = advantage(estimate([0.85, 0.86]), estimate([60.0, 61.0]), upper_envelope(
+        [dense_point("half", runs((50.0, 0.80), (52.0, 0.78))), dense_point("full", runs((100.0, 0.90), (120.0, 0.90)))]), c)
+    assert wider.energy_saving_hi - wider.energy_saving_lo > adv.energy_saving_hi - adv.energy_saving_lo
+
+
+def test_seeds_are_paired_by_seed_not_by_position_and_unshared_seeds_by_order():
+    env = upper_envelope([dense_point("half", runs((50.0, 0.80), (50.0, 0.70))),
+                          dense_point("full", runs((100.0, 0.90), (100.0, 0.80)))])
+    # The configuration's replicates come in the other order: seed 101 first.
+    c = (Run(101, 1, 50.0, 0.75), Run(100, 0, 50.0, 0.85))
+    adv = advantage(estimate([0.75, 0.85]), estimate([50.0, 50.0]), env, c)
+    # Each seed is 0.05 above its own line at 50 J, and needs 75 J there: no spread at all.
+    assert adv.acc_gain_points == pytest.approx(5.0) and adv.acc_gain_ci95 == pytest.approx(0.0, abs=1e-9)
+    assert adv.energy_saving == pytest.approx(1 - 50.0 / 75.0) and adv.paired == "seed"
+    other = (Run(200, 0, 50.0, 0.75), Run(201, 1, 50.0, 0.85))
+    unpaired = advantage(estimate([0.75, 0.85]), estimate([50.0, 50.0]), env, other)
+    assert unpaired.paired == "order" and "paired in order" in unpaired.note
+    # In order, seed 200 (0.75) meets seed 100's line (0.80 at 50 J), 201 (0.85) seed 101's (0.70).
+    assert unpaired.acc_gain_points == pytest.approx(5.0) and unpaired.acc_gain_ci95 > 50.0
+
+
+def test_a_seed_whose_dense_runs_do_not_rise_is_skipped_with_a_note():
+    env = upper_envelope([dense_point("half", runs((50.0, 0.80), (50.0, 0.85), (50.0, 0.80))),
+                          dense_point("full", runs((100.0, 0.90), (100.0, 0.84), (100.0, 0.90)))])
+    c = runs((60.0, 0.85), (60.0, 0.85), (60.0, 0.85))
+    adv = advantage(estimate([0.85] * 3), estimate([60.0] * 3), env, c)
+    assert adv.n == 2 and adv.energy_saving == pytest.approx(1 - 60.0 / 75.0)
+    assert "1 seed(s) skipped for the saving" in adv.note
+
+
+def test_without_runs_only_the_point_on_the_means_is_given():
+    env = (point(50.0, 0.80, "half"), point(100.0, 0.90, "full"))
+    adv = advantage(Estimate(0.85, math.nan, 1, math.nan), Estimate(60.0, math.nan, 1, math.nan), env)
+    assert adv.energy_saving == pytest.approx(0.2) and adv.acc_gain_points == pytest.approx(3.0)
+    assert math.isnan(adv.energy_saving_lo) and math.isnan(adv.acc_gain_ci95) and adv.n == 1
 
 
 def frontier_rows(search_acc: list[float], search_energy: list[float]) -> list[dict]:
@@ -150,28 +197,27 @@ def test_advantage_by_hand_when_ast_beats_training_less(tmp_path, capsys):
     assert frontier.usable and [p.config_id for p in frontier.envelope] == ["dense@0.5", "dense@1"]
     c = next(c for c in s.configurations if c.config_id == "search-0000")
     adv = s.advantages[c.key]
-    # Equal accuracy: the frontier reaches 0.85 at 50 + 0.5 × 50 = 75 J.
-    assert adv.energy_saving == pytest.approx(1 - 60.0 / 75.0)
-    # Interval: half-width of the accuracy difference at 75 J (weights 0.5, 0.5), ends read off the line.
-    h = T95[1] * math.sqrt(0.001 ** 2 + 0.25 * 0.002 ** 2 + 0.25 * 0.002 ** 2)
-    h_energy = T95[1] * 0.5
-    e_lo, e_hi = 50 + (0.85 - h - 0.80) / 0.10 * 50, 50 + (0.85 + h - 0.80) / 0.10 * 50
-    assert adv.energy_saving_lo == pytest.approx(1 - (60.0 + h_energy) / e_lo, rel=1e-4)
-    assert adv.energy_saving_hi == pytest.approx(1 - (60.0 - h_energy) / e_hi, rel=1e-4)
-    # Equal energy: at 60 J the frontier has 0.80 + 0.2 × 0.10 = 0.82 (weights 0.8 and 0.2).
+    # Per seed: seed 100 reaches 0.849 on its line (50 J, 0.798)..(100 J, 0.898) at 75.5 J
+    # and spent 59.5 J; seed 101 reaches 0.851 at 74.5 J and spent 60.5 J.
+    per_seed = [1 - 59.5 / 75.5, 1 - 60.5 / 74.5]
+    mean, half = sum(per_seed) / 2, T95[1] * abs(per_seed[0] - per_seed[1]) / 2
+    assert adv.energy_saving == pytest.approx(mean)
+    assert (adv.energy_saving_lo, adv.energy_saving_hi) == pytest.approx((mean - half, mean + half), rel=1e-4)
+    assert adv.energy_saving_lo > 0  # the verdict needs the low end above 0
+    # Equal energy: seed 100's line has 0.817 at 59.5 J, seed 101's 0.823 at 60.5 J.
     assert adv.acc_gain_points == pytest.approx(3.0)
-    se = math.sqrt(0.001 ** 2 + 0.8 ** 2 * 0.002 ** 2 + 0.2 ** 2 * 0.002 ** 2)
-    assert adv.acc_gain_ci95 == pytest.approx(100 * T95[1] * se, rel=1e-4)
+    assert adv.acc_gain_ci95 == pytest.approx(T95[1] * 0.2, rel=1e-6)
     assert adv.note == ""
 
     assert main([str(root)]) == 0
     printed = capsys.readouterr().out
     assert "best configuration search-0000 beats training less by 20.0% energy at equal accuracy" in printed
-    assert "2 seeds)" in printed
+    assert "2 seeds paired by seed)" in printed
     rows = check_outputs(root / "report")
     header, body = rows[0], {r[rows[0].index("config_id")]: r for r in rows[1:]}
     row = body["search-0000"]
-    assert float(row[header.index("energy_saving_vs_frontier")]) == pytest.approx(0.2)
+    assert float(row[header.index("energy_saving_vs_frontier")]) == pytest.approx(mean)
+    assert row[header.index("paired_by")] == "seed"
     assert float(row[header.index("acc_gain_vs_frontier_points")]) == pytest.approx(3.0)
     assert row[header.index("trial_ids")] == "search-0000-r0;search-0000-r1"
     assert float(row[header.index("val_acc")]) == pytest.approx(0.85)  # the old column holds the mean
@@ -179,7 +225,7 @@ def test_advantage_by_hand_when_ast_beats_training_less(tmp_path, capsys):
     assert (row[header.index("n_good")], row[header.index("n_total")]) == ("2", "2")
     md = (root / "report" / "report.md").read_text()
     assert "## Advantage over training less" in md and "How to read the plot" in md
-    assert "+20.0%" in md and "+3.00 ± " in md
+    assert "+20.0%" in md and "+3.00 ± 2.54 pt" in md
 
 
 def test_advantage_by_hand_when_ast_loses_to_training_less(tmp_path, capsys):
@@ -188,7 +234,8 @@ def test_advantage_by_hand_when_ast_loses_to_training_less(tmp_path, capsys):
     s = analyze([read_sweep(root)], ACC_ENERGY).sweeps[0]
     c = next(c for c in s.configurations if c.config_id == "search-0000")
     adv = s.advantages[c.key]
-    assert adv.energy_saving == pytest.approx(1 - 80.0 / 60.0)
+    # Seed 100 reaches 0.819 at 60.5 J and spent 79.5 J; seed 101 reaches 0.821 at 59.5 J, spent 80.5 J.
+    assert adv.energy_saving == pytest.approx((1 - 79.5 / 60.5 + 1 - 80.5 / 59.5) / 2)
     assert adv.acc_gain_points == pytest.approx((0.82 - 0.86) * 100)  # the frontier has 0.86 at 80 J
     assert main([str(root)]) == 0
     printed = capsys.readouterr().out
@@ -209,7 +256,7 @@ def test_outside_the_frontier_nothing_is_claimed(tmp_path):
     assert h.best is None and h.beats
     assert headline_text(h) == ("search-0000 is more accurate than dense at every budget tried (val_acc 0.95 "
                                 "against at most 0.9) and uses 70.0% less energy than that budget (dense@1), so "
-                                "it beats training less by more than the frontier can measure.")
+                                "it beats training less by more than the frontier can measure (on means).")
 
 
 def test_above_the_frontier_at_more_energy_claims_nothing():
@@ -250,19 +297,34 @@ def test_no_saving_against_a_frontier_on_another_energy_axis():
 # ----------------------------------------------------------------- separability
 
 
-def test_not_separable_when_the_intervals_overlap_on_every_better_objective():
-    rows = ordered(replicates("search-0000", "", 1.0, [0.90, 0.92], [50.0, 50.0])    # F: 0.91, ci ±0.127
-                   + replicates("search-0001", "", 1.0, [0.89, 0.91], [50.0, 50.0])  # D: 0.90, same energy
-                   + replicates("search-0002", "", 1.0, [0.950, 0.952], [80.0, 80.0])  # G: 0.951, ci ±0.0127
-                   + replicates("search-0003", "", 1.0, [0.800, 0.802], [80.0, 80.0]))  # H: 0.801
+def test_separability_is_a_paired_test_on_shared_seeds():
+    # F is 0.01 above D on both seeds (same energy): paired, that is no noise at all. The
+    # old overlap of two intervals called it "not separable". G against H: the seeds
+    # disagree (+0.03, −0.01), so a paired t-test cannot tell them apart.
+    rows = ordered(replicates("search-0000", "", 1.0, [0.853, 0.850, 0.847], [50.0, 50.0, 50.0])    # F
+                   + replicates("search-0001", "", 1.0, [0.843, 0.840, 0.837], [50.0, 50.0, 50.0])  # D
+                   + replicates("search-0002", "", 1.0, [0.93, 0.90, 0.91], [80.0, 80.0, 80.0])  # G
+                   + replicates("search-0003", "", 1.0, [0.90, 0.91, 0.90], [80.0, 80.0, 80.0]))  # H
     a = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
     front = a.groups[0].fronts[0]
     by_id = {c.config_id: c for c in front.points}
     assert {c.config_id for c in front.front} == {"search-0000", "search-0002"}
     f, g = by_id["search-0000"], by_id["search-0002"]
-    assert [d.config_id for d in front.not_separable[f.key]] == ["search-0001"]
-    assert g.key not in front.not_separable  # 0.951 − 0.801 is far beyond both half-widths
-    assert not_separable_from(g, front.points, ACC_ENERGY) == ()
+    assert f.key not in front.not_separable
+    assert [d.config_id for d in front.not_separable[g.key]] == ["search-0003"]
+    assert not_separable_from(f, front.points, ACC_ENERGY) == ()
+    assert separability(front, f, False, ACC_ENERGY) == "separable from search-0001 (paired t-test, p < 0.05)"
+    assert separability(front, g, False, ACC_ENERGY) == ("not separable at 3 seeds from search-0003 (paired "
+                                                         "t-test, p ≥ 0.05)")
+
+
+def test_a_one_seed_side_is_not_compared_never_separable():
+    rows = ordered(replicates("search-0000", "", 1.0, [0.90, 0.92], [50.0, 50.0])
+                   + replicates("search-0001", "", 1.0, [0.80], [60.0]))
+    front = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).groups[0].fronts[0]
+    (f,) = front.front
+    assert [d.config_id for d in front.not_compared[f.key]] == ["search-0001"] and front.not_separable == {}
+    assert separability(front, f, False, ACC_ENERGY) == "not compared with search-0001 (fewer than 2 seeds to pair)"
 
 
 def test_a_single_seed_has_no_interval(tmp_path):
@@ -305,7 +367,7 @@ def test_savings_use_the_dense_baselines_replicate_mean():
     s = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).sweeps[0]
     assert s.baseline.config_id == "dense@1" and s.baseline.n_good == 2
     (sv,) = s.savings
-    assert sv.energy == pytest.approx(0.6) and sv.val_acc_points == pytest.approx(-6.0)
+    assert sv.energy == pytest.approx(0.6) and sv.accuracy_points == pytest.approx(-6.0)
 
 
 # ----------------------------------------------------------------- a store from before
@@ -354,7 +416,8 @@ def test_a_store_written_before_replicates_reports_as_before(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "+60.0 %" in md  # t1 against the baseline, as before
     assert "fewer than 2 dense budgets" in md  # one dense budget: no frontier, and the report says so
-    assert "base (dense baseline)" in md and "seeds" not in md.split("## Advantage")[0]
+    assert "base (dense baseline)" in md and "seeds" not in md.split("## Trials")[1].split("## Advantage")[0]
+    assert "accuracy: validation accuracy at its best epoch (val_acc); 5 of 5 finished trials have no test_acc" in md
     printed = capsys.readouterr().out
     assert "front of old: 4 of 5 trials (base, t1, t2, t4)" in printed
 
@@ -372,9 +435,40 @@ def test_a_searched_configuration_off_the_front_does_not_beat_training_less():
     s = analyze([sweep_from_rows("s", frontier_rows([0.849, 0.851], [109.5, 110.5]))], ACC_ENERGY)
     (h,) = s.headlines
     assert not h.beats and not h.on_front and h.best.config_id == "search-0000"
-    assert h.advantage.energy_saving == pytest.approx(1 - 110.0 / 75.0)
-    assert headline_text(h).startswith("No searched configuration beats training less: none is on the front; "
-                                       "the closest, search-0000, saves -46.7% energy at equal accuracy")
+    assert h.advantage.energy_saving == pytest.approx((1 - 109.5 / 75.5 + 1 - 110.5 / 74.5) / 2)
+    text = headline_text(h)
+    assert text.startswith("No searched configuration beats training less: none is on the front. The closest, "
+                           "search-0000, saves -46.7% energy against dense at equal accuracy (95% CI ")
+    assert text.endswith("2 seeds paired by seed); dense@1 (dense baseline) dominates it.")
+
+
+def test_a_random_baseline_that_dominates_is_named_and_no_win_is_claimed():
+    # search-0000 saves 20 % against the dense line, but random@0.3 is more accurate and cheaper.
+    rows = frontier_rows([0.849, 0.851], [59.5, 60.5]) + ordered(
+        replicates("random@0.3", "random", 1.0, [0.859, 0.861], [39.5, 40.5], target=0.3))
+    (h,) = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).headlines
+    assert not h.on_front and not h.beats and h.advantage.energy_saving > 0.15
+    text = headline_text(h)
+    assert text.startswith("No searched configuration beats training less: none is on the front. The closest, "
+                           "search-0000, saves 20.0% energy against dense")
+    assert text.endswith("; random@0.3 (random a=0.3) dominates it.") and "beats training less by" not in text
+
+
+def test_a_positive_saving_whose_interval_reaches_zero_is_no_verdict():
+    # Seed 100 saves 1 − 60/71, seed 101 1 − 60/79: positive on average, far apart.
+    (h,) = analyze([sweep_from_rows("s", frontier_rows([0.84, 0.86], [60.0, 60.0]))], ACC_ENERGY).headlines
+    adv = h.advantage
+    assert h.on_front and adv.energy_saving > 0 and adv.energy_saving_lo < 0 and not h.beats
+    assert headline_text(h).startswith("Not shown to beat training less: the best, search-0000, saves 19.8% "
+                                       "energy at equal accuracy, but its interval reaches 0 (95% CI ")
+
+
+def test_the_headline_says_it_is_the_best_of_k_and_unconfirmed():
+    rows = frontier_rows([0.849, 0.851], [59.5, 60.5]) + ordered(
+        replicates("search-0001", "", 1.0, [0.80, 0.80], [90.0, 90.0]))
+    (h,) = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).headlines
+    assert h.beats and h.picked_from == 2
+    assert headline_text(h).endswith("2 seeds paired by seed; best of 2 searched, unconfirmed).")
 
 
 def test_off_the_front_without_a_frontier_says_why():
@@ -384,3 +478,35 @@ def test_off_the_front_without_a_frontier_says_why():
     assert not h.beats and h.best is None
     assert headline_text(h) == ("No searched configuration beats training less: none is on the front, and by how "
                                 "much cannot be read (no dense frontier: fewer than 2 dense budgets completed (1)).")
+
+
+# ----------------------------------------------------------------- the report's accuracy
+
+
+def test_the_report_reads_test_accuracy_when_the_store_has_it(tmp_path, capsys):
+    # Validation says search-0000 wins by far; the test split, which chose nothing, says it
+    # only matches the dense line at 0.85: the report must follow the test split.
+    rows = [dict(r, test_acc=r["val_acc"]) for r in frontier_rows([0.849, 0.851], [59.5, 60.5])]
+    rows = [dict(r, val_acc=0.95) if r["config_id"] == "search-0000" else r for r in rows]
+    root = build_store(tmp_path / "s", rows)
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "beats training less by 20.0% energy" in printed
+    assert "accuracy: test accuracy at the epoch validation selected (test_acc)" in printed
+    header, *body = check_outputs(root / "report")
+    assert {r[header.index("accuracy_metric")] for r in body} == {"test_acc"}
+    md = (root / "report" / "report.md").read_text()
+    verdict = md.split("## Verdict")[1].split("## Trials")[0]
+    assert "beats training less by 20.0%" in verdict and "test accuracy at the epoch validation selected" in verdict
+    assert "objectives: test_acc (max), energy_j (min)" in md
+    # Asked for validation accuracy, it is more accurate than every dense budget at less energy.
+    assert main([str(root), "--accuracy", "val_acc", "--out", str(tmp_path / "v")]) == 0
+    assert "more accurate than dense at every budget tried (val_acc 0.95" in capsys.readouterr().out
+
+
+def test_a_store_without_test_accuracy_cannot_be_asked_for_it(tmp_path, capsys):
+    root = build_store(tmp_path / "s", frontier_rows([0.849, 0.851], [59.5, 60.5]))
+    assert main([str(root), "--accuracy", "test_acc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("astray: error: --accuracy test_acc: 6 of 6 finished trials have no test_acc")
+    assert len(err.splitlines()) == 1
