@@ -35,6 +35,13 @@ KIND_DENSE = "dense"  # the base config trained dense for a share (``budget``) o
 KIND_RANDOM = "random"  # the base config trained on uniform random subsets at one activation
 BASELINE_KINDS = (KIND_DENSE, KIND_RANDOM)
 
+# How the sampler drew a searched configuration (the ``search_phase`` column; null for
+# baselines and for stores written before it was recorded): at random, in its start-up
+# phase (every suggestion of the random sampler), or guided by the results told so far.
+PHASE_STARTUP = "startup"
+PHASE_GUIDED = "guided"
+SEARCH_PHASES = (PHASE_STARTUP, PHASE_GUIDED)
+
 
 # ------------------------------------------------------------------ trial metrics
 @dataclass(frozen=True)

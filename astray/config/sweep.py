@@ -17,20 +17,41 @@ before Ray starts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
+import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 import pyarrow as pa
 
 from astray.config.checks import in_range, share_of_epochs, unknown_key
 from astray.config.dotted import set_dotted
-from astray.config.load import FOREIGN_SECTIONS, apply_overrides, build_config, build_section, load_raw
+from astray.config.load import (
+    FOREIGN_SECTIONS,
+    _type_name,
+    _type_ok,
+    apply_overrides,
+    build_config,
+    build_section,
+    load_raw,
+)
 from astray.config.run import RunConfig, TrainingConfig
 from astray.errors import ConfigError
 from astray.sparse.dense import Dense
 from astray.sparse.uniform import RandomSubset
-from astray.schema import DEFAULT_OBJECTIVES, KIND_DENSE, KIND_RANDOM, OBJECTIVE_METRICS, TEST_METRICS, Objective
+from astray.schema import (
+    DEFAULT_OBJECTIVES,
+    KIND_DENSE,
+    KIND_RANDOM,
+    OBJECTIVE_METRICS,
+    PHASE_GUIDED,
+    PHASE_STARTUP,
+    TEST_METRICS,
+    Objective,
+)
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 
@@ -153,12 +174,172 @@ def parse_baselines(raw: Any) -> tuple[Baseline, ...]:
     return tuple(out)
 
 
+# ------------------------------------------------------------------ the sampler
+# ``search.sampler`` names the Optuna sampler, ``search.sampler_options`` passes keyword
+# arguments to its constructor (besides ``seed``, which is ``search.seed``)::
+#
+#     search:
+#       sampler: tpe
+#       sampler_options: {n_startup_trials: 4, constant_liar: false}
+#
+# A TPE or NSGA-II sampler draws its first configurations at random and models the told
+# results only after that (TPE: until ``n_startup_trials`` configurations are told;
+# NSGA-II: its first generation, ``population_size`` of them). Optuna's TPE default of 10
+# would make a sweep of 8 configurations a random search, so astray's default is
+# ``max(2, num_samples // 3)``; a start-up the config chooses that leaves no configuration
+# to be guided is refused.
+
+SAMPLERS: dict[str, str] = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "random": "RandomSampler"}
+# The option that says how many told configurations a sampler waits for before it guides.
+STARTUP_OPTION: dict[str, str] = {"tpe": "n_startup_trials", "nsga2": "population_size"}
+LEGACY_TPE_STARTUP = 10  # Optuna's default, which sweeps recorded before sampler options ran with
+
+_YAML_TYPES: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
+
+
+def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
+    return getattr(optuna.samplers, SAMPLERS[name])
+
+
+def settable_options(cls: type) -> dict[str, Any]:
+    """The constructor arguments a config can give, each with its type hint: those whose
+    annotation names only bool, int, float, str or None (a YAML value cannot be a callable
+    or an Optuna object), less ``seed`` (``search.seed``)."""
+    out: dict[str, Any] = {}
+    for name, p in inspect.signature(cls).parameters.items():
+        if name == "seed" or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        text = p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
+        parts = [s.strip() for s in text.split("|")]
+        if all(s in _YAML_TYPES for s in parts):
+            out[name] = typing.Union[tuple(_YAML_TYPES[s] for s in parts)]
+    return out
+
+
+def default_options(name: str, num_samples: int) -> dict[str, Any]:
+    """What astray passes when the config gives nothing: multivariate TPE with a start-up
+    phase of about a third of the sweep, at least 2; NSGA-II's population is Optuna's."""
+    if name == "tpe":
+        return {"multivariate": True, "n_startup_trials": max(2, num_samples // 3)}
+    if name == "nsga2":
+        return {"population_size": inspect.signature(sampler_class(name)).parameters["population_size"].default}
+    return {}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """The sampler as it runs: its constructor is ``<class>(seed=seed, **options)``."""
+
+    name: str  # search.sampler
+    seed: int
+    options: dict[str, Any]  # every keyword argument besides seed, defaults included
+    defaults: tuple[str, ...] = ()  # the option keys astray chose, not the config
+
+    @property
+    def class_name(self) -> str:
+        return SAMPLERS[self.name]
+
+    @property
+    def startup_trials(self) -> int | None:
+        """Told configurations the sampler waits for before it guides; None: it never
+        guides (the random sampler)."""
+        key = STARTUP_OPTION.get(self.name)
+        return None if key is None else int(self.options[key])
+
+    def phase(self, told: int) -> str:
+        """``startup`` or ``guided``: what the sampler does with its next suggestion, once
+        ``told`` configurations are COMPLETE (TPE and NSGA-II count those; failed ones
+        teach them nothing)."""
+        start = self.startup_trials
+        return PHASE_STARTUP if start is None or told < start else PHASE_GUIDED
+
+    def build(self) -> optuna.samplers.BaseSampler:
+        return sampler_class(self.name)(seed=self.seed, **self.options)
+
+    def manifest(self) -> dict[str, Any]:
+        """``sweep.json``'s ``sampler`` entry."""
+        return {"name": self.name, "optuna_class": f"optuna.samplers.{self.class_name}", "seed": self.seed,
+                "options": dict(self.options), "astray_defaults": list(self.defaults),
+                "startup_trials": self.startup_trials}
+
+
+def parse_sampler(name: str, seed: int, raw: Any, num_samples: int, max_concurrent: int) -> SamplerSpec:
+    """``search.sampler_options`` checked against the sampler's constructor, astray's
+    defaults filled in; every error is one line naming ``search.sampler_options.<key>``."""
+    where = "search.sampler_options"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}={raw!r} must be a mapping of {SAMPLERS[name]} keyword arguments, "
+                          "like {n_startup_trials: 4}")
+    cls = sampler_class(name)
+    allowed = settable_options(cls)
+    given: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "seed":
+            raise ConfigError(f"{where}.seed: the sampler's seed is search.seed; set that instead")
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key} is not an option of search.sampler={name} (optuna.samplers."
+                              f"{cls.__name__}); allowed: {', '.join(sorted(allowed)) or 'none besides seed'}")
+        ok, coerced = _type_ok(value, allowed[key])
+        if not ok:
+            raise ConfigError(f"{where}.{key}={value!r} has the wrong type; expected {_type_name(allowed[key])}")
+        given[key] = coerced
+    if "n_startup_trials" in given:
+        in_range(f"{where}.n_startup_trials", given["n_startup_trials"], lo=0)
+    defaults = {k: v for k, v in default_options(name, num_samples).items() if k not in given}
+    spec = SamplerSpec(name, seed, {**defaults, **given}, tuple(defaults))
+    try:
+        with warnings.catch_warnings():  # deprecation notes come once, when the sweep builds it
+            warnings.simplefilter("ignore")
+            spec.build()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}={raw!r}: optuna.samplers.{cls.__name__} refuses them: "
+                          f"{' '.join(str(exc).split())}") from None
+    check_guided_phase(spec, STARTUP_OPTION.get(name) in given, num_samples, max_concurrent)
+    return spec
+
+
+def check_guided_phase(spec: SamplerSpec, explicit: bool, num_samples: int, max_concurrent: int) -> None:
+    """A start-up phase the config chose must leave the sweep a guided configuration.
+
+    When configuration ``k`` is asked, up to ``max_concurrent - 1`` earlier ones may still
+    be running, untold; so only ``num_samples >= startup + max_concurrent`` guarantees one
+    guided suggestion. astray's own default is never refused: a sweep too small for it is
+    a random search, and its record says so (``search_phase``)."""
+    start = spec.startup_trials
+    if not explicit or start is None or num_samples >= start + max_concurrent:
+        return
+    key = STARTUP_OPTION[spec.name]
+    fixes = [f"search.num_samples to at least {start + max_concurrent}"]
+    if num_samples - max_concurrent >= (2 if spec.name == "nsga2" else 0):  # NSGA-II needs two parents
+        fixes.insert(0, f"{key} to at most {num_samples - max_concurrent}")
+    raise ConfigError(f"search.sampler_options.{key}={start} leaves search.num_samples={num_samples} no guided "
+                      f"configuration: {spec.name} draws at random until {start} configurations are told, and "
+                      f"with search.max_concurrent={max_concurrent} up to {max_concurrent - 1} more may still run "
+                      f"when the next is asked; set {' or '.join(fixes)}")
+
+
+def legacy_sampler(name: str, seed: int) -> SamplerSpec:
+    """The sampler a sweep recorded before ``search.sampler_options`` existed ran with
+    (its ``sweep.json`` has no ``sampler``): a resumed one goes on with it."""
+    options: dict[str, Any] = {}
+    if name == "tpe":
+        options = {"multivariate": True, "n_startup_trials": LEGACY_TPE_STARTUP}
+    elif name == "nsga2":
+        options = default_options(name, 0)
+    return SamplerSpec(name, seed, options, tuple(options))
+
+
 @dataclass
 class SearchConfig:
     space: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))
     objectives: list[Any] = field(default_factory=lambda: [{"metric": o.metric, "mode": o.mode}
                                                            for o in DEFAULT_OBJECTIVES])
     sampler: str = "tpe"  # tpe | nsga2 | random
+    # Keyword arguments of the Optuna sampler's constructor (parse_sampler); unset
+    # TPE options: multivariate, n_startup_trials = max(2, num_samples // 3).
+    sampler_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     num_samples: int = 8  # searched configurations (baselines come on top; each runs `repeats` times)
     max_concurrent: int = 2  # trials running at once (always bounded)
@@ -187,10 +368,12 @@ class SearchConfig:
                 raise ConfigError(f"search.objectives[{i}].mode={o['mode']!r} is not allowed; choose max or min")
             objectives.append(Objective(o["metric"], o["mode"] == "max"))
         self.parsed_objectives = objectives
-        if self.sampler not in ("tpe", "nsga2", "random"):
-            raise ConfigError(f"search.sampler={self.sampler!r} is not allowed; choose one of tpe, nsga2, random")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"search.sampler={self.sampler!r} is not allowed; choose one of {', '.join(SAMPLERS)}")
         in_range("search.num_samples", self.num_samples, lo=1)
         in_range("search.max_concurrent", self.max_concurrent, lo=1)
+        self.parsed_sampler = parse_sampler(self.sampler, self.seed, self.sampler_options, self.num_samples,
+                                            self.max_concurrent)
         in_range("search.repeats", self.repeats, lo=1)
         if self.baselines is not None and self.baseline is not None:
             raise ConfigError("search.baseline and search.baselines are both set; give one "

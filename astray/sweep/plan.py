@@ -13,9 +13,10 @@ Nothing here lives only in memory. Every driver, the first or a resumed one, bui
 plan from the store's trial rows (what ran) and the Optuna journal (what was proposed and
 told): a driver killed at any moment leaves nothing behind that the next one cannot see.
 Optuna sees each searched configuration once: it is asked for it when its first replicate
-is handed out, and told the mean of the replicates' objectives once all have finished.
-Baselines are never shown to Optuna: their parameters are not points of the searched space.
-No Ray here.
+is handed out, and told once all have finished: the mean of the replicates' objectives,
+a diverged or failed replicate counted at the worst finished one's value, or failed when
+more than half of them diverged or failed (:func:`replicate_mean`). Baselines are never
+shown to Optuna: their parameters are not points of the searched space. No Ray here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from astray.config.sweep import Baseline
-from astray.schema import COMPLETED, DIVERGED, ERROR, KIND_SEARCHED
+from astray.schema import COMPLETED, DIVERGED, ERROR, KIND_SEARCHED, Objective
 
 Result = dict[str, Any] | None
 MISSING_LISTED = 12  # a missing-trials line names at most this many
@@ -63,6 +64,7 @@ class Proposal(Protocol):
     config_id: str
     params: dict[str, Any]
     told: bool
+    phase: str | None  # astray.schema PHASE_*: how the sampler drew it
 
 
 class Study(Protocol):
@@ -70,7 +72,7 @@ class Study(Protocol):
 
     def proposals(self) -> Sequence[Proposal]: ...
 
-    def ask(self, config_id: str) -> dict[str, Any]: ...
+    def ask(self, config_id: str) -> Proposal: ...
 
     def tell(self, config_id: str, mean: Result) -> None: ...
 
@@ -82,6 +84,7 @@ class Configuration:
     value: float | None  # a baseline's budget or activation
     params: dict[str, Any] = field(default_factory=dict)  # searched values (empty for a baseline)
     told: bool = False  # searched: Optuna has its result
+    phase: str | None = None  # searched: startup or guided (astray.schema PHASE_*)
 
 
 class TrialPlan:
@@ -98,13 +101,14 @@ class TrialPlan:
     """
 
     def __init__(self, baselines: Sequence[Baseline], num_samples: int, repeats: int, base_seed: int,
-                 metrics: Sequence[str], study: Study, records: Iterable[dict[str, Any]] = (),
+                 objectives: Sequence[Objective], study: Study, records: Iterable[dict[str, Any]] = (),
                  checkpoint_of: Callable[[str], str | None] = lambda trial_id: None,
                  resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.num_samples = num_samples
         self.repeats = repeats
         self.base_seed = base_seed
-        self.metrics = list(metrics)
+        self.objectives = list(objectives)
+        self.metrics = [o.metric for o in self.objectives]
         self.study = study
         self.checkpoint_of = checkpoint_of
         self.resolve = resolve
@@ -113,7 +117,8 @@ class TrialPlan:
         self.baseline_ids = list(self.configs)
         self.baselines = len(self.configs)
         for p in study.proposals():
-            self.configs[p.config_id] = Configuration(p.config_id, KIND_SEARCHED, None, dict(p.params), p.told)
+            self.configs[p.config_id] = Configuration(p.config_id, KIND_SEARCHED, None, dict(p.params), p.told,
+                                                      p.phase)
         # (configuration, replicate) -> its row, once it has ended: ran in an earlier driver
         # (completed, diverged), or ended in this one (error too).
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
@@ -182,20 +187,21 @@ class TrialPlan:
             return None
         cid, replicate = self.queue.pop(0)
         if cid not in self.configs:  # a searched configuration's first replicate: ask Optuna for it
-            self.configs[cid] = Configuration(cid, KIND_SEARCHED, None, self.study.ask(cid))
+            p = self.study.ask(cid)
+            self.configs[cid] = Configuration(cid, KIND_SEARCHED, None, dict(p.params), phase=p.phase)
         c = self.configs[cid]
         previous = self.previous.get((cid, replicate))
         tid = previous or trial_key(cid, replicate)
         config = {**c.params, "baseline_kind": c.kind, "baseline_value": c.value, "config_id": cid,
-                  "replicate": replicate, "seed": self.base_seed + replicate, "trial_id": tid,
-                  "resume_from": self.checkpoint_of(tid) if previous else None}
+                  "search_phase": c.phase, "replicate": replicate, "seed": self.base_seed + replicate,
+                  "trial_id": tid, "resume_from": self.checkpoint_of(tid) if previous else None}
         if self.resolve is not None:
             config["run"] = self.resolve(config)
         return config
 
     def finished(self, record: dict[str, Any]) -> None:
         """A trial ended (its final store row); once a searched configuration's replicates
-        have all run, tell Optuna their mean."""
+        have all run, tell Optuna their value (:func:`replicate_mean`)."""
         cid = record["config_id"]
         self.rows[(cid, int(record["replicate"]))] = record
         c = self.configs.get(cid)
@@ -206,7 +212,7 @@ class TrialPlan:
         rows = [self.rows.get((c.config_id, r)) for r in range(self.repeats)]
         if c.told or not all(_ended(row) for row in rows):
             return
-        self.study.tell(c.config_id, replicate_mean([self._objectives(row) for row in rows], self.metrics))
+        self.study.tell(c.config_id, replicate_mean([self._objectives(row) for row in rows], self.objectives))
         c.told = True
 
     def _objectives(self, row: dict[str, Any]) -> Result:
@@ -216,12 +222,26 @@ class TrialPlan:
         return None if any(v is None for v in values.values()) else values
 
 
-def replicate_mean(results: Sequence[Result], metrics: Sequence[str]) -> Result:
-    """Per-metric mean over the replicates that finished with finite objectives; None if none did."""
+def replicate_mean(results: Sequence[Result], objectives: Sequence[Objective]) -> Result:
+    """What Optuna is told for a configuration, from its replicates' objectives (None: the
+    replicate diverged, failed, or finished without finite objectives).
+
+    None (told as failed) when more than half of them are None; otherwise, per objective,
+    the mean over all replicates with each None counted at the worst finished replicate's
+    value (the lowest accuracy, the highest energy). Averaging only the survivors would
+    reward a configuration for the seeds it lost: two of three diverged would leave the
+    lucky one's value standing for the configuration.
+    """
     good = [r for r in results if r is not None]
-    if not good:
+    failed = len(results) - len(good)
+    if not good or 2 * failed > len(results):
         return None
-    return {m: sum(r[m] for r in good) / len(good) for m in metrics} | {"replicates": len(good)}
+    out: dict[str, Any] = {}
+    for o in objectives:
+        values = [r[o.metric] for r in good]
+        worst = min(values) if o.maximize else max(values)
+        out[o.metric] = (sum(values) + failed * worst) / len(results)
+    return out | {"replicates": len(good), "failed": failed}
 
 
 def _ran(row: dict[str, Any] | None) -> bool:

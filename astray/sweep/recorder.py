@@ -68,7 +68,8 @@ class SweepRecorder:
             kind = config.get("baseline_kind", KIND_SEARCHED)
             rec = {"trial_id": trial_id, "status": RUNNING, BASELINE_FLAG: kind != KIND_SEARCHED,
                    "baseline_kind": kind, "budget": run["training"]["epochs"] / self.spec.run.training.epochs,
-                   "config_id": config["config_id"], "replicate": config["replicate"],
+                   "config_id": config["config_id"], "search_phase": config.get("search_phase"),
+                   "replicate": config["replicate"],
                    "seed": run["training"]["seed"], "epochs": 0, "error": None, "node_id": None,
                    "config_json": json.dumps(run, sort_keys=True)}
             for p in self.spec.search.params:  # the values the trial really trained with

@@ -20,8 +20,9 @@ import functools
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from astray.config.sweep import SweepSpec
+from astray.config.sweep import SamplerSpec, SweepSpec, legacy_sampler
 from astray.errors import SweepIncomplete
 from astray.sweep import ray_adapter
 from astray.sweep.checkpoints import resume_point
@@ -29,7 +30,7 @@ from astray.sweep.plan import TrialPlan
 from astray.sweep.provenance import git_commit, manifest
 from astray.sweep.recorder import SweepRecorder
 from astray.sweep.store import ResultStore
-from astray.sweep.study import SweepStudy, unique_study_name
+from astray.sweep.study import OBJECTIVE_VALUE, SweepStudy, unique_study_name
 from astray.sweep.trainable import astray_trial
 from astray.sweep.trial_config import (
     check_before_start,
@@ -59,25 +60,29 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
             print(waiting, flush=True)
         store = ResultStore(root, {p.key: p.arrow_type() for p in search.params})
         # The manifest comes first: from here on a killed driver leaves a sweep --resume finds.
+        sampler = search.parsed_sampler
         if resume:
-            study_name = store.read_manifest()["study_name"]
+            recorded = store.read_manifest()
+            study_name = recorded["study_name"]
+            sampler = resumed_sampler(recorded, spec)
             store.add_resume({"at": _now(), "command": " ".join(sys.argv), "git_commit": git_commit(),
                               "cluster_resources": cluster})
         else:
             study_name = unique_study_name(spec.sweep.name)
             store.write_manifest(manifest(resolved_sweep_config(spec), study_name=study_name, cluster_resources=cluster,
                                           total_trials=search.trials_per_sweep, storage_path=paths.storage,
-                                          optuna_storage=optuna_storage_entry(paths.journal)))
+                                          optuna_storage=optuna_storage_entry(paths.journal),
+                                          sampler=sampler.manifest(), objective_value=OBJECTIVE_VALUE))
         store.open()
-        study = SweepStudy(search, study_name, paths.journal)
+        study = SweepStudy(search, study_name, paths.journal, sampler)
         study.close_orphans()
         recorder = SweepRecorder(store, spec).load()
         plan = recorder.plan = TrialPlan(search.parsed_baselines, search.num_samples, search.repeats,
-                                         spec.run.training.seed, [o.metric for o in search.parsed_objectives],
+                                         spec.run.training.seed, search.parsed_objectives,
                                          study, recorder.records.values(),
                                          checkpoint_of=functools.partial(resume_point, paths.storage),
                                          resolve=functools.partial(resolved_trial_run, spec))
-        print(start_line(spec, plan, resume, root, study_name, paths.journal), flush=True)
+        print(start_line(spec, plan, resume, root, study_name, paths.journal, sampler), flush=True)
         if plan.to_train():
             trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
                                                    spec=spec, storage=paths.storage)
@@ -93,7 +98,17 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
     return root
 
 
-def start_line(spec: SweepSpec, plan: TrialPlan, resume: bool, root: Path, study: str, journal: Path) -> str:
+def resumed_sampler(recorded: dict[str, Any], spec: SweepSpec) -> SamplerSpec:
+    """The sampler a resumed sweep goes on with: the config's, which ``--resume`` has
+    checked is the one ``sweep.json`` records; a sweep recorded before sampler options
+    existed (no ``sampler`` there) goes on with the sampler it started with."""
+    if "sampler" in recorded:
+        return spec.search.parsed_sampler
+    return legacy_sampler(spec.search.sampler, spec.search.seed)
+
+
+def start_line(spec: SweepSpec, plan: TrialPlan, resume: bool, root: Path, study: str, journal: Path,
+               sampler: SamplerSpec | None = None) -> str:
     search = spec.search
     if resume:
         return (f"[astray] resuming sweep {spec.sweep.name}: {plan.to_train()} of {plan.total} planned trials to "
@@ -101,8 +116,16 @@ def start_line(spec: SweepSpec, plan: TrialPlan, resume: bool, root: Path, study
     baselines = ", ".join(b.config_id for b in search.parsed_baselines) or "none"
     return (f"[astray] sweep {spec.sweep.name}: {search.num_samples} searched configurations + baselines "
             f"({baselines}), {search.repeats} seed(s) each = {plan.total} trials, {search.max_concurrent} at a "
-            f"time, objectives {', '.join(f'{o.metric} ({o.mode})' for o in search.parsed_objectives)}; "
-            f"store {root}; Optuna study {study} in {journal}")
+            f"time, objectives {', '.join(f'{o.metric} ({o.mode})' for o in search.parsed_objectives)}, "
+            f"{sampler_words(sampler or search.parsed_sampler)}; store {root}; Optuna study {study} in {journal}")
+
+
+def sampler_words(sampler: SamplerSpec) -> str:
+    """``sampler tpe (random until 2 configurations are told, then guided)``."""
+    start = sampler.startup_trials
+    if start is None:
+        return f"sampler {sampler.name} (every configuration at random)"
+    return f"sampler {sampler.name} (random until {start} configurations are told, then guided)"
 
 
 def optuna_storage_entry(journal: Path) -> dict[str, str]:

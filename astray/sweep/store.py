@@ -11,7 +11,9 @@ One writer (the sweep driver) owns these files, so trials on many nodes never ra
 them. Every write goes to a dot-prefixed temporary file in the same directory and is
 then ``os.replace``-d into place: readers (which skip dot files) never see half a file.
 A trial's files are rewritten whole, keyed by (trial_id, epoch), so writing the same
-results again — a resumed sweep, a retried trial — never duplicates a row.
+results again — a resumed sweep, a retried trial — never duplicates a row. Columns are
+only ever added (``search_phase`` was): a store's older files lack them, and reading the
+folder fills them with nulls.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("config_id", pa.string()),        # the configuration; its seed replicates share it
     ("replicate", pa.int64()),         # 0 .. search.repeats-1
     ("seed", pa.int64()),              # training.seed of this replicate
+    ("search_phase", pa.string()),     # searched: startup | guided (astray.schema PHASE_*); null for baselines
     ("val_acc", pa.float64()),         # best validation accuracy over epochs: the selected epoch
     ("final_val_acc", pa.float64()),
     ("val_macro_f1", pa.float64()),    # at the selected epoch

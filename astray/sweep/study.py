@@ -3,8 +3,9 @@
 The journal (``<store>/optuna/journal.log``, Optuna's file backend) is appended to at
 every ask and every tell, so it survives the driver: it is the searcher's whole memory,
 and a resumed driver reads back from it which configurations Optuna proposed and which
-it was told about (docs/design.md §9). Each proposal carries its ``config_id`` as a user
-attribute, set right after the ask. Optuna only: no Ray here.
+it was told about (docs/design.md §9). Each proposal carries its ``config_id`` and its
+``search_phase`` (whether the sampler drew it at random or guided by told results) as
+user attributes, set right after the ask. Optuna only: no Ray here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from typing import Any
 
 import optuna
 
-from astray.config.sweep import Param, SearchConfig
+from astray.config.sweep import Param, SamplerSpec, SearchConfig
 
 CONFIG_ATTR = "config_id"  # the user attribute naming a proposal's configuration
+PHASE_ATTR = "search_phase"  # ... and the one saying how the sampler drew it (astray.schema PHASE_*)
+# What each Optuna trial's values are (a study user attribute; astray.sweep.plan.replicate_mean).
+OBJECTIVE_VALUE = ("mean over a configuration's seed replicates, each diverged or failed one counted at the "
+                   "worst finished replicate's value; failed when more than half of them diverged or failed")
+# Trial states the TPE and NSGA-II samplers learn from (and count towards their start-up phase).
+LEARNED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 class SearchSpace:
@@ -39,14 +46,6 @@ class SearchSpace:
                 trial.suggest_categorical(p.key, list(p.values))
 
 
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed)
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
-
-
 def journal_storage(journal: Path) -> optuna.storages.JournalStorage:
     """The study's persistent storage: an Optuna journal file (``optuna.load_study`` and
     ``optuna-dashboard`` open it, also while the sweep runs)."""
@@ -65,22 +64,29 @@ class Proposal:
     config_id: str
     params: dict[str, Any]
     told: bool  # Optuna has its result (COMPLETE or FAIL)
+    phase: str | None = None  # astray.schema PHASE_*; None in journals written before it was recorded
 
 
 class SweepStudy:
-    """Ask for a configuration, tell its replicate mean once; read back what was proposed."""
+    """Ask for a configuration, tell its replicate mean once; read back what was proposed.
 
-    def __init__(self, search: SearchConfig, name: str, journal: Path) -> None:
+    ``sampler`` is what the study samples with: the config's (``search.parsed_sampler``)
+    unless the sweep was started with another (``astray.config.sweep.legacy_sampler``).
+    """
+
+    def __init__(self, search: SearchConfig, name: str, journal: Path, sampler: SamplerSpec | None = None) -> None:
         # Optuna logs each study it creates or loads at INFO; the sweep's own start line
         # names the study and its journal.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # load_if_exists: a driver killed between writing sweep.json and creating the
         # study left no study; the resumed one creates it.
+        self.sampler = sampler or search.parsed_sampler
         self.study = optuna.create_study(study_name=name, storage=journal_storage(journal),
-                                         sampler=make_sampler(search), load_if_exists=True,
+                                         sampler=self.sampler.build(), load_if_exists=True,
                                          directions=[o.direction for o in search.parsed_objectives])
         self.study.set_user_attr("repeats", search.repeats)
-        self.study.set_user_attr("objective_value", "mean over a configuration's seed replicates")
+        self.study.set_user_attr("objective_value", OBJECTIVE_VALUE)
+        self.study.set_user_attr("sampler", self.sampler.manifest())
         self.space = SearchSpace(search.params)
         self.metrics = [o.metric for o in search.parsed_objectives]
         self._numbers: dict[str, int] = {}  # config_id -> Optuna trial number
@@ -92,7 +98,7 @@ class SweepStudy:
             cid = t.user_attrs.get(CONFIG_ATTR)
             if cid is not None:
                 self._numbers[cid] = t.number
-                out.append(Proposal(cid, dict(t.params), t.state.is_finished()))
+                out.append(Proposal(cid, dict(t.params), t.state.is_finished(), t.user_attrs.get(PHASE_ATTR)))
         return out
 
     def close_orphans(self) -> int:
@@ -104,17 +110,25 @@ class SweepStudy:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
         return len(orphans)
 
-    def ask(self, config_id: str) -> dict[str, Any]:
-        """A new configuration's searched values, recorded in the journal under ``config_id``."""
+    def ask(self, config_id: str) -> Proposal:
+        """A new configuration's searched values and phase, recorded in the journal under
+        ``config_id``.
+
+        The phase is the sampler's own rule, applied to what the study holds when it samples:
+        TPE and NSGA-II draw at random until ``startup_trials`` configurations are told
+        COMPLETE. The phase is labelled before ``config_id``: a labelled proposal always has one.
+        """
+        phase = self.sampler.phase(len(self.study.get_trials(deepcopy=False, states=LEARNED_STATES)))
         trial = self.study.ask()
         self.space(trial)
+        trial.set_user_attr(PHASE_ATTR, phase)
         trial.set_user_attr(CONFIG_ATTR, config_id)
         self._numbers[config_id] = trial.number
-        return dict(trial.params)
+        return Proposal(config_id, dict(trial.params), False, phase)
 
     def tell(self, config_id: str, mean: dict[str, Any] | None) -> None:
-        """Tell the configuration's replicate mean (None: no replicate finished with finite
-        objectives, told as failed). A configuration already told stays as it was told."""
+        """Tell the configuration's value (``astray.sweep.plan.replicate_mean``; None: told
+        as failed). A configuration already told stays as it was told."""
         number = self._numbers[config_id]
         if mean is None:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

@@ -14,13 +14,14 @@ import pytest
 from astray.config.load import build_config
 from astray.config.sweep import Baseline, budget_epochs, load_sweep_spec
 from astray.errors import ConfigError
+from astray.schema import DEFAULT_OBJECTIVES
 from astray.sweep.plan import TrialPlan, launch_order, replicate_mean
 from astray.sweep.study import SweepStudy
 from astray.sweep.trial_config import resolved_trial_run
 from tests.conftest import REPO
 
 QUICK = str(REPO / "configs/quickstart.yaml")
-METRICS = ["val_acc", "energy_j"]
+METRICS = list(DEFAULT_OBJECTIVES)  # val_acc max, energy_j min
 BASELINES = [Baseline("dense", 1.0), Baseline("dense", 0.5), Baseline("random", 0.3)]
 
 
@@ -113,10 +114,11 @@ def test_optuna_is_told_the_replicate_mean_once_all_replicates_finish_and_never_
     plan.finished(row(configs[0], val_acc=0.6, energy_j=50.0))
     (trial,) = plan.study.study.trials
     assert trial.state == optuna.trial.TrialState.RUNNING
-    # A diverged replicate (NaN objectives) is recorded but left out of the mean.
+    # One diverged replicate of three counts at the worst finished one's values (0.6, 50 J).
     plan.finished(row(configs[2], status="diverged", val_acc=math.nan, energy_j=30.0))
     (trial,) = plan.study.study.trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == pytest.approx([0.7, 45.0])
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.values == pytest.approx([(0.8 + 0.6 + 0.6) / 3, (40.0 + 50.0 + 50.0) / 3])
     assert plan.missing() == []
 
 
@@ -192,9 +194,14 @@ def test_missing_names_every_planned_trial_without_a_result(tmp_path):
     assert "--resume" in line and "\n" not in line
 
 
-def test_replicate_mean_skips_failures():
+def test_replicate_mean_counts_failures_at_the_worst_and_fails_past_half():
     assert replicate_mean([None, None], METRICS) is None
-    assert replicate_mean([{"val_acc": 1.0, "energy_j": 2.0}, None], METRICS)["replicates"] == 1
+    one_of_two = replicate_mean([{"val_acc": 1.0, "energy_j": 2.0}, None], METRICS)
+    assert one_of_two == {"val_acc": 1.0, "energy_j": 2.0, "replicates": 1, "failed": 1}
+    good = [{"val_acc": 0.9, "energy_j": 10.0}, {"val_acc": 0.7, "energy_j": 30.0}]
+    assert replicate_mean([*good, None], METRICS) == pytest.approx(
+        {"val_acc": (0.9 + 0.7 + 0.7) / 3, "energy_j": (10.0 + 30.0 + 30.0) / 3, "replicates": 2, "failed": 1})
+    assert replicate_mean([good[0], None, None], METRICS) is None  # two of three lost: no value
 
 
 @pytest.mark.parametrize("epochs, budget, expected", [(6, 1.0, 6), (6, 0.5, 3), (6, 0.33, 2), (5, 0.5, 3),

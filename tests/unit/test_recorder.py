@@ -35,7 +35,7 @@ def driver(tmp_path) -> tuple[SweepRecorder, TrialPlan]:
     store = ResultStore(tmp_path, {p.key: p.arrow_type() for p in SPEC.search.params}).open()
     recorder = SweepRecorder(store, SPEC, echo=lambda line: None).load()
     study = SweepStudy(SPEC.search, "s", tmp_path / "journal.log")
-    recorder.plan = TrialPlan((), 1, 1, 0, ["val_acc", "energy_j"], study, recorder.records.values(),
+    recorder.plan = TrialPlan((), 1, 1, 0, SPEC.search.parsed_objectives, study, recorder.records.values(),
                               resolve=functools.partial(resolved_trial_run, SPEC))
     return recorder, recorder.plan
 
@@ -60,6 +60,7 @@ def test_a_continuing_attempt_fills_the_epochs_its_killed_driver_never_wrote(tmp
     assert row["status"] == "completed" and row["epochs"] == 3 and row["val_acc"] == pytest.approx(0.7)
     # The row records the run config the plan resolved once, as the trial trained it.
     assert json.loads(row["config_json"]) == config["run"] and row["ast.kp"] == config["ast.kp"]
+    assert row["search_phase"] == config["search_phase"] == "startup"  # the random sampler never guides
     # The plan heard of the end after the row was written, and told Optuna the store's numbers.
     (trial,) = plan.study.study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
