@@ -468,24 +468,28 @@ def headline(sweep: SweepSummary, front: Sequence[Configuration], accuracy: str 
     so a positive saving against the dense line never reads as a win."""
     done = [c for c in sweep.configurations if c.kind == KIND_SEARCHED and c.n_good]
     k = len(done)
+    phases: dict[str, int] = {}
+    for c in (c for c in sweep.configurations if c.kind == KIND_SEARCHED):
+        if c.representative.search_phase:
+            phases[c.representative.search_phase] = phases.get(c.representative.search_phase, 0) + 1
     searched = [c for c in front if not c.is_baseline]
     if not searched:
         # Nothing searched made the front: it does not beat training less. Say how close
         # the best finished one came, when the frontier can tell, and what beat it.
         if not done:
-            return Headline(sweep.name, None, None, "no searched configuration has finished yet")
+            return Headline(sweep.name, None, None, "no searched configuration has finished yet", phases=phases)
         best = _most_saving(sweep, done)
         reason = _no_frontier_reason(sweep, done) or "every one lies outside the dense frontier's range"
         closest = best[1] if best else None
         by = _dominating(closest, front, objectives) if closest is not None and objectives else ""
         return Headline(sweep.name, closest, best[0] if best else None, reason, on_front=False,
-                        dominated_by=by, picked_from=k)
+                        dominated_by=by, picked_from=k, phases=phases)
     best = _most_saving(sweep, searched)
     if best:
-        return Headline(sweep.name, best[1], best[0], "", picked_from=k)
+        return Headline(sweep.name, best[1], best[0], "", picked_from=k, phases=phases)
     reason = _no_frontier_reason(sweep, searched)
     if reason:
-        return Headline(sweep.name, None, None, reason, picked_from=k)
+        return Headline(sweep.name, None, None, reason, picked_from=k, phases=phases)
     usable = [f for f in sweep.frontiers if f.energy_axis in {c.energy_axis for c in searched} and f.usable]
     # Above the frontier's best accuracy at no more energy than that budget: nothing can be
     # read off the line, but training less cannot reach it at any budget tried.
@@ -497,7 +501,7 @@ def headline(sweep: SweepSummary, front: Sequence[Configuration], accuracy: str 
             above.append((1.0 - energy / top.energy.mean, c, top))
     if above:
         saving, c, top = max(above, key=lambda x: (x[0], x[1].metrics[accuracy]))
-        return Headline(sweep.name, None, None, "", picked_from=k, dominates_frontier=(
+        return Headline(sweep.name, None, None, "", picked_from=k, phases=phases, dominates_frontier=(
             f"{c.config_id} is more accurate than dense at every budget tried ({accuracy} "
             f"{c.metrics[accuracy]:.4g} against at most {top.accuracy.mean:.4g}) and uses {100 * saving:.1f}% less "
             f"energy than that budget ({top.config_id}), so it beats training less by more than the frontier can "
@@ -505,4 +509,4 @@ def headline(sweep: SweepSummary, front: Sequence[Configuration], accuracy: str 
     ranges = ", ".join(f"{f.envelope[0].accuracy.mean:.4g}..{f.envelope[-1].accuracy.mean:.4g}"
                        + (f" on {f.energy_axis}" if len(usable) > 1 else "") for f in usable)
     return Headline(sweep.name, None, None, "every searched front configuration lies outside the dense "
-                    f"frontier's accuracy range ({ranges})", picked_from=k)
+                    f"frontier's accuracy range ({ranges})", picked_from=k, phases=phases)

@@ -111,6 +111,7 @@ def gain_text(adv: Advantage) -> str:
     return f"{adv.acc_gain_points:+.2f}{ci} pt"
 
 
+PHASE_WORDS = {"startup": "drawn at random (start-up)", "guided": "guided by the sampler"}
 PAIRING = {"seed": "paired by seed", "order": "replicates paired in order: seeds not shared", "": "no pairs"}
 
 
@@ -131,6 +132,8 @@ def headline_text(h: Headline, multi: bool = False) -> str:
     says the configuration is the best of k searched and not confirmed on fresh seeds."""
     where = f"{h.sweep}: " if multi else ""
     picked = f"; best of {h.picked_from} searched, unconfirmed" if h.picked_from > 1 else ""
+    if picked and h.phases:
+        picked += " (" + ", ".join(f"{n} {PHASE_WORDS.get(p, p)}" for p, n in sorted(h.phases.items(), reverse=True)) + ")"
     if h.dominates_frontier:
         return f"{where}{h.dominates_frontier} (on means{picked})."
     if not h.on_front and (h.best is None or h.advantage is None):

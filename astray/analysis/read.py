@@ -153,6 +153,7 @@ def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[st
         config_id=str(row.get("config_id") or trial_id),
         replicate=int(row.get("replicate") or 0),
         seed=None if seed is None else int(seed),
+        search_phase=row.get("search_phase") or None,
     )
 
 

@@ -41,6 +41,7 @@ class TrialRecord:
     config_id: str = ""  # shared by a configuration's seed replicates; "" means the trial id
     replicate: int = 0
     seed: int | None = None  # training.seed of this replicate
+    search_phase: str | None = None  # searched: startup (drawn at random) or guided; None before it was recorded
 
     @property
     def key(self) -> tuple[str, str]:
@@ -351,6 +352,7 @@ class Headline:
     on_front: bool = True  # False: no searched configuration is on the front; ``best`` is the closest finished one
     dominated_by: str = ""  # off the front: the baseline configuration(s) that dominate ``best``, in words
     picked_from: int = 0  # searched configurations ``best`` was the best of (the winner's curse applies)
+    phases: Mapping[str, int] = field(default_factory=dict)  # searched configurations by search_phase, when recorded
 
     @property
     def beats(self) -> bool:

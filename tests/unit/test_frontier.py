@@ -469,6 +469,13 @@ def test_the_headline_says_it_is_the_best_of_k_and_unconfirmed():
     (h,) = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).headlines
     assert h.beats and h.picked_from == 2
     assert headline_text(h).endswith("2 seeds paired by seed; best of 2 searched, unconfirmed).")
+    # With the sampler's phases recorded, it says how many were drawn at random.
+    phased = [dict(r, search_phase="startup" if r["config_id"] == "search-0000" else "guided")
+              if not r["is_baseline"] else r for r in rows]
+    (h,) = analyze([sweep_from_rows("s", phased)], ACC_ENERGY).headlines
+    assert h.phases == {"startup": 1, "guided": 1}
+    assert headline_text(h).endswith("best of 2 searched, unconfirmed (1 drawn at random (start-up), 1 guided "
+                                     "by the sampler)).")
 
 
 def test_off_the_front_without_a_frontier_says_why():
