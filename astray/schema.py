@@ -41,6 +41,9 @@ BASELINE_KINDS = (KIND_DENSE, KIND_RANDOM)
 PHASE_STARTUP = "startup"
 PHASE_GUIDED = "guided"
 SEARCH_PHASES = (PHASE_STARTUP, PHASE_GUIDED)
+# A trial trained after the search on a fresh seed (``search.confirm``), searched or
+# dense: never part of the search's fronts, frontier or what Optuna is told.
+PHASE_CONFIRM = "confirmation"
 
 
 # ------------------------------------------------------------------ trial metrics

@@ -48,8 +48,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from astray.analysis.labels import kind_label
-from astray.analysis.frontier import advantage, estimate, paired_difference, paired_p_value, upper_envelope
+from astray.analysis.labels import headline_text, kind_label
+from astray.analysis.frontier import (
+    advantage,
+    bracketing,
+    estimate,
+    paired_difference,
+    paired_p_value,
+    upper_envelope,
+)
 from astray.analysis.results import (
     Advantage,
     Analysis,
@@ -68,12 +75,13 @@ from astray.analysis.results import (
 )
 from astray.errors import ConfigError
 from astray.pareto import dominates, hypervolume, non_dominated
-from astray.analysis.read import METRIC_COLUMNS, check_objectives
+from astray.analysis.read import METRIC_COLUMNS, check_objectives, objectives_from_manifest
 from astray.schema import (
     COMPLETED,
     ENERGY_METRICS,
     FAILED_STATUSES,
     KIND_SEARCHED,
+    PHASE_CONFIRM,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
     Objective,
@@ -279,7 +287,10 @@ def _separability(front: Sequence[Configuration], points: Sequence[Configuration
 
 def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective], accuracy: str = "val_acc") -> SweepSummary:
     """Exclusions by reason, the configurations, the usable baseline, every configuration's
-    savings, the dense frontiers and the advantage over them."""
+    savings, the dense frontiers and the advantage over them; confirmation trials (fresh
+    seeds after the search) are set aside, never mixed into any of these."""
+    confirming = tuple(t for t in sweep.trials if t.search_phase == PHASE_CONFIRM)
+    sweep = dataclasses.replace(sweep, trials=tuple(t for t in sweep.trials if t.search_phase != PHASE_CONFIRM))
     good, excluded = [], []
     counts: dict[str, int] = {r: 0 for r in EXCLUSION_REASONS}
     for t in sweep.trials:
@@ -298,7 +309,45 @@ def summarize_sweep(sweep: SweepData, objectives: Sequence[Objective], accuracy:
     return SweepSummary(**{f.name: getattr(sweep, f.name) for f in dataclasses.fields(SweepData)},
                         good=tuple(good), excluded=tuple(excluded), excluded_counts=counts, baseline=baseline,
                         baseline_note=note, savings=savings, configurations=configs, frontiers=frontiers,
-                        advantages=advantages(configs, frontiers, accuracy))
+                        advantages=advantages(configs, frontiers, accuracy), confirmation_trials=confirming)
+
+
+def confirmation_of(sweep: SweepSummary, config_id: str, objectives: Sequence[Objective],
+                    accuracy: str) -> tuple[Advantage | None, str]:
+    """``config_id`` on the confirmation's fresh seeds, against the frontier of the dense
+    budgets confirmed with it (the same fresh seeds, so paired again), or why not."""
+    if not sweep.confirmation_trials:
+        return None, ""
+    configs = configurations(sweep.confirmation_trials, objectives)
+    confirmed = [c for c in configs if c.kind == KIND_SEARCHED]
+    if not any(c.config_id == config_id for c in confirmed):
+        names = ", ".join(sorted({c.config_id for c in confirmed})) or "no searched configuration"
+        return None, f"the confirmation trained {names}, not {config_id}"
+    c = next(c for c in confirmed if c.config_id == config_id)
+    if not c.n_good:
+        return None, f"no confirmation replicate of {config_id} finished"
+    adv = advantages(configs, dense_frontiers(configs, accuracy), accuracy).get(c.key)
+    if adv is None or not math.isfinite(adv.energy_saving):
+        return None, f"the confirmation of {config_id} cannot be read off its frontier ({adv.note if adv else ''})"
+    return adv, ""
+
+
+def confirmation_pick(sweep: SweepData) -> tuple[list[str], str]:
+    """What ``search.confirm`` trains after the search: the headline configuration on
+    validation accuracy and the two dense budgets bracketing it on the frontier (headline
+    first), and that headline in words; ([], why) when no searched configuration can be read off the frontier."""
+    objectives = objectives_from_manifest(sweep.manifest)
+    # Picked on validation accuracy: the test split chooses nothing, this included.
+    a = analyze([sweep], objectives, accuracy="val_acc")
+    (h,) = a.headlines
+    s = a.sweeps[0]
+    if h.best is None or h.advantage is None or not math.isfinite(h.advantage.energy_saving):
+        return [], h.reason or "no searched configuration can be read off the dense frontier"
+    frontier = s.frontier(h.best.energy_axis)
+    pair = bracketing(frontier.envelope, h.best.metrics[a.accuracy])
+    if pair is None:
+        return [], f"{h.best.config_id} is outside the dense frontier's range"
+    return [h.best.config_id, pair[0].config_id, pair[1].config_id], headline_text(h)
 
 
 def _pick_baseline(configs: Sequence[Configuration]) -> tuple[Configuration | None, str]:
@@ -431,8 +480,24 @@ def analyze(sweeps: Sequence[SweepData], objectives: Sequence[Objective], accura
 
     if any(t.ended_at is None for s in summaries for t in s.trials if t.status in TERMINAL_STATUSES):
         notes.append("some finished trials have no ended_at: the hypervolume curve orders them by trial order")
-    heads = tuple(headline(s, [c for g in groups for f in g.fronts if f.label == s.name for c in f.front],
-                           accuracy, objectives) for s in summaries)
+    heads = []
+    for s in summaries:
+        h = headline(s, [c for g in groups for f in g.fronts if f.label == s.name for c in f.front],
+                     accuracy, objectives)
+        confirmed = next((t.configuration for t in s.confirmation_trials if t.baseline_kind == KIND_SEARCHED), None)
+        config = next((c for c in s.configurations if c.config_id == confirmed and c.n_good), None)
+        if config is not None:
+            # The confirmation is of the configuration validation picked (confirmation_pick):
+            # the headline is about it, whichever the report's accuracy would rank first.
+            front = [c for g in groups for f in g.fronts if f.label == s.name for c in f.front]
+            if h.best is None or h.best.config_id != confirmed:
+                h = dataclasses.replace(h, best=config, advantage=s.advantages.get(config.key), reason="",
+                                        dominates_frontier="", on_front=config in front,
+                                        dominated_by=_dominating(config, front, objectives))
+            adv, why = confirmation_of(s, confirmed, objectives, accuracy)
+            h = dataclasses.replace(h, confirmation=adv, confirmation_note=why)
+        heads.append(h)
+    heads = tuple(heads)
     return Analysis(objectives, summaries, tuple(groups), split, tuple(notes), heads, accuracy, accuracy_note)
 
 

@@ -115,6 +115,12 @@ def _segment(xs: Sequence[float], x: float) -> tuple[int, int] | None:
     return (i, i + 1) if i + 1 < len(xs) else (i - 1, i)
 
 
+def bracketing(frontier: Sequence[FrontierPoint], accuracy: float) -> tuple[FrontierPoint, FrontierPoint] | None:
+    """The two envelope points whose segment the saving at ``accuracy`` is read on."""
+    seg = _segment([p.accuracy.mean for p in frontier], accuracy)
+    return None if seg is None else (frontier[seg[0]], frontier[seg[1]])
+
+
 def pair_runs(runs: Sequence[Run], *others: Sequence[Run]) -> tuple[list[tuple[Run, ...]], str]:
     """Each of ``runs`` with the same seed's run of each of ``others`` (a dense budget's).
 

@@ -146,8 +146,24 @@ def headline_text(h: Headline, multi: bool = False) -> str:
     ci = _interval_words(adv)
     if not h.on_front:
         by = f"; {h.dominated_by} dominates it" if h.dominated_by else ""
+        conf = h.confirmation
+        fresh = (f" On {seeds(conf.n)} never used in the search it saves {100 * conf.energy_saving:.1f}% "
+                 f"({_interval_words(conf)}).") if conf is not None else ""
         return (f"{where}No searched configuration beats training less: none is on the front. The closest, "
-                f"{h.best.config_id}, saves {number} energy against dense at equal accuracy ({ci}){by}.")
+                f"{h.best.config_id}, saves {number} energy against dense at equal accuracy ({ci}){by}.{fresh}")
+    if h.confirmation is not None:
+        conf = h.confirmation
+        fresh = f"{100 * conf.energy_saving:.1f}%"
+        k = f"the best of {h.picked_from} searched" if h.picked_from > 1 else "the searched configuration"
+        if h.beats:
+            return (f"{where}best configuration {h.best.config_id} beats training less by {fresh} energy at equal "
+                    f"accuracy, confirmed on {seeds(conf.n)} never used in the search ({_interval_words(conf)}); in "
+                    f"the search, as {k}, it saved {number} ({ci}).")
+        return (f"{where}Not confirmed: {h.best.config_id}, {k}, saved {number} energy at equal accuracy in the "
+                f"search ({ci}); on {seeds(conf.n)} never used in the search it saves {fresh} "
+                f"({_interval_words(conf)}).")
+    if h.confirmation_note:
+        picked += f"; confirmation not shown: {h.confirmation_note}"
     if h.beats:
         return (f"{where}best configuration {h.best.config_id} beats training less by {number} energy at "
                 f"equal accuracy ({ci}{picked}).")

@@ -326,6 +326,9 @@ class SweepSummary(SweepData):
     configurations: tuple[Configuration, ...] = ()  # every one in the store, in store order
     frontiers: tuple[DenseFrontier, ...] = ()  # one per energy axis its configurations use
     advantages: Mapping[tuple[str, str], Advantage] = field(default_factory=dict)  # by Configuration.key
+    # Trials trained after the search on fresh seeds (search_phase "confirmation"): kept
+    # out of everything above, read only by the headline's confirmation.
+    confirmation_trials: tuple[TrialRecord, ...] = ()
 
     @property
     def repeats(self) -> int:
@@ -353,6 +356,13 @@ class Headline:
     dominated_by: str = ""  # off the front: the baseline configuration(s) that dominate ``best``, in words
     picked_from: int = 0  # searched configurations ``best`` was the best of (the winner's curse applies)
     phases: Mapping[str, int] = field(default_factory=dict)  # searched configurations by search_phase, when recorded
+    confirmation: Advantage | None = None  # ``best`` on the fresh seeds of search.confirm, when it ran
+    confirmation_note: str = ""  # why a confirmation in the store is not shown (another configuration, none usable)
+
+    @property
+    def verdict_advantage(self) -> Advantage | None:
+        """The numbers the verdict rests on: the confirmation's when there is one."""
+        return self.confirmation if self.confirmation is not None else self.advantage
 
     @property
     def beats(self) -> bool:
@@ -361,7 +371,9 @@ class Headline:
         positive saving whose interval reaches 0, or that has one seed, is no verdict."""
         if not self.on_front:
             return False
-        adv = self.advantage
+        adv = self.verdict_advantage
+        if self.confirmation is not None:
+            return adv.n >= 2 and adv.energy_saving_lo > 0
         return bool(self.dominates_frontier) or (adv is not None and adv.n >= 2 and adv.energy_saving_lo > 0)
 
 

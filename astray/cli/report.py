@@ -20,8 +20,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from astray.analysis.compute import analyze
-from astray.analysis.read import choose_objectives, load_sweeps
+from astray.analysis.compute import analyze, confirmation_pick
+from astray.analysis.read import choose_objectives, load_sweeps, read_sweep
 from astray.analysis.report import summary_lines, write_report
 from astray.analysis.run_report import is_run_dir, write_run_report
 from astray.cli.common import OneLineParser, cli_entry
@@ -78,6 +78,12 @@ def write_sweep_report(sweep_dirs: list[str], objectives: str | None = None, out
         print(line)
     print(f"[astray] wrote {out}/: {' '.join(p.name for p in written)}")
     return out
+
+
+def pick_confirmation(root: Path) -> tuple[list[str], str]:
+    """What ``search.confirm`` trains once the search has finished: the headline
+    configuration and the two dense budgets bracketing it (``confirmation_pick``)."""
+    return confirmation_pick(read_sweep(root))
 
 
 if __name__ == "__main__":

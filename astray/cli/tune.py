@@ -35,9 +35,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m astray.tune") -> 
     check_before_start(spec, args.resume)
     # Ray takes seconds to import: bad input has failed above before it loads.
     from astray.sweep.runner import run_sweep
+    from astray.cli.report import pick_confirmation  # the analysis (pyarrow, scipy): loaded after the checks
 
     try:
-        root = run_sweep(spec, resume=args.resume, address=args.address, verbose=min(args.verbose, 2))
+        root = run_sweep(spec, resume=args.resume, address=args.address, verbose=min(args.verbose, 2),
+                         pick=pick_confirmation)
     except KeyboardInterrupt:
         print("[astray] interrupted: finished trials are in the store; continue with --resume", flush=True)
         return 130

@@ -346,6 +346,9 @@ class SearchConfig:
     baseline: bool | None = None  # short form: true = baselines {dense_budgets: [1.0]}, false = none
     baselines: dict[str, Any] | None = None  # {dense_budgets: [1.0, 0.5], random: [0.3]}; default dense 1.0
     repeats: int = 1  # seed replicates of every configuration, searched or baseline
+    # After the search: fresh seeds for the headline configuration and the two dense
+    # budgets bracketing it (docs/design.md §9); 0 = none.
+    confirm: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, dict) or not self.space:
@@ -384,13 +387,20 @@ class SearchConfig:
             self.parsed_baselines = ()
         else:
             self.parsed_baselines = (Baseline(KIND_DENSE, 1.0),)
+        in_range("search.confirm", self.confirm, lo=0)
+        dense = [b for b in self.parsed_baselines if b.kind == KIND_DENSE]
+        if self.confirm and len(dense) < 2:
+            raise ConfigError(f"search.confirm={self.confirm} confirms against the dense frontier, which needs at "
+                              f"least 2 dense budgets in search.baselines.dense_budgets; got {len(dense)}")
 
     @property
     def trials_per_sweep(self) -> int:
-        """Trials the sweep runs: every configuration, searched or baseline, ``repeats`` times."""
-        return (self.num_samples + len(self.parsed_baselines)) * self.repeats
+        """Trials the sweep runs: every configuration, searched or baseline, ``repeats`` times,
+        and ``confirm`` fresh seeds of the headline configuration and its two dense budgets."""
+        return (self.num_samples + len(self.parsed_baselines)) * self.repeats + CONFIRMED_CONFIGS * self.confirm
 
 
+CONFIRMED_CONFIGS = 3  # the headline configuration and the two dense budgets bracketing it
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

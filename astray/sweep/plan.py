@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from astray.config.sweep import Baseline
-from astray.schema import COMPLETED, DIVERGED, ERROR, KIND_SEARCHED, Objective
+from astray.schema import COMPLETED, DIVERGED, ERROR, KIND_SEARCHED, PHASE_CONFIRM, Objective
 
 Result = dict[str, Any] | None
 MISSING_LISTED = 12  # a missing-trials line names at most this many
@@ -220,6 +220,58 @@ class TrialPlan:
             return None
         values = {m: _finite(row.get(m)) for m in self.metrics}
         return None if any(v is None for v in values.values()) else values
+
+
+class ConfirmationPlan:
+    """Fresh seeds, after the search, for the configurations it picked (docs/design.md §9):
+    the headline configuration and the two dense budgets bracketing it, each trained
+    ``n`` more times as replicates ``repeats .. repeats + n − 1`` (seeds
+    ``training.seed + replicate``, never used by the search). Its trials carry
+    ``search_phase = confirmation`` and Optuna is never told them. Like the search's
+    plan it is rebuilt from the store, so a resumed driver trains only what is missing.
+    """
+
+    def __init__(self, plan: TrialPlan, picked: Sequence[str], n: int) -> None:
+        unknown = [cid for cid in picked if cid not in plan.configs]
+        if unknown:
+            raise ValueError(f"confirmation of unknown configurations {unknown}")
+        self.plan = plan
+        self.picked = list(picked)
+        self.replicates = list(range(plan.repeats, plan.repeats + n))
+        self.queue = [(cid, r) for cid in self.picked for r in self.replicates if (cid, r) not in plan.rows]
+
+    @property
+    def total(self) -> int:
+        return self.plan.total + len(self.picked) * len(self.replicates)
+
+    def to_train(self) -> int:
+        return len(self.queue)
+
+    def missing(self) -> list[str]:
+        return [f"{cid} r{r}" for cid in self.picked for r in self.replicates
+                if not _ended(self.plan.rows.get((cid, r)))]
+
+    def missing_line(self, sweep: str) -> str:
+        gone = self.missing()
+        return (f"sweep {sweep} ended with {len(gone)} confirmation trials missing ({', '.join(gone[:MISSING_LISTED])}); "
+                "run the same command with --resume to train them")
+
+    def next_trial(self) -> dict[str, Any] | None:
+        if not self.queue:
+            return None
+        cid, replicate = self.queue.pop(0)
+        c, plan = self.plan.configs[cid], self.plan
+        previous = plan.previous.get((cid, replicate))
+        tid = previous or trial_key(cid, replicate)
+        config = {**c.params, "baseline_kind": c.kind, "baseline_value": c.value, "config_id": cid,
+                  "search_phase": PHASE_CONFIRM, "replicate": replicate, "seed": plan.base_seed + replicate,
+                  "trial_id": tid, "resume_from": plan.checkpoint_of(tid) if previous else None}
+        if plan.resolve is not None:
+            config["run"] = plan.resolve(config)
+        return config
+
+    def finished(self, record: dict[str, Any]) -> None:
+        self.plan.rows[(record["config_id"], int(record["replicate"]))] = record
 
 
 def replicate_mean(results: Sequence[Result], objectives: Sequence[Objective]) -> Result:

@@ -20,13 +20,13 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from astray.config.sweep import SamplerSpec, SweepSpec, legacy_sampler
 from astray.errors import SweepIncomplete
 from astray.sweep import ray_adapter
 from astray.sweep.checkpoints import resume_point
-from astray.sweep.plan import TrialPlan
+from astray.sweep.plan import ConfirmationPlan, TrialPlan
 from astray.sweep.provenance import git_commit, manifest
 from astray.sweep.recorder import SweepRecorder
 from astray.sweep.store import ResultStore
@@ -42,9 +42,17 @@ from astray.sweep.trial_config import (
 )
 
 
+Picker = Callable[[Path], tuple[list[str], str]]
+
+
 def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None, num_cpus: int | None = None,
-              verbose: int = 0) -> Path:
-    """Run (or finish) a sweep; returns the store directory."""
+              verbose: int = 0, pick: Picker | None = None) -> Path:
+    """Run (or finish) a sweep; returns the store directory.
+
+    With ``search.confirm`` and a ``pick`` (the store → the configuration ids to confirm,
+    headline first, and why; the analysis layer's, handed in by the command), the
+    finished search is followed by the confirmation trials (:class:`ConfirmationPlan`).
+    """
     if resume and not check_before_start(spec, resume):
         print(f"[astray] --resume: nothing of sweep {spec.sweep.name} was written yet; starting it", flush=True)
         resume = False
@@ -53,6 +61,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
     search = spec.search
     address = address or os.environ.get("RAY_ADDRESS")
     check_data_on_driver(spec)
+    confirm: ConfirmationPlan | None = None
     cluster = ray_adapter.init(address, num_cpus=num_cpus)
     try:
         waiting = check_trial_fits(spec.resources, ray_adapter.node_resources())
@@ -90,12 +99,48 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
                          *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
             ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(plan), plan.to_train(), search.max_concurrent,
                                    spec.sweep.name, paths.storage, callbacks, spec.sweep.max_failures, verbose).fit()
+        if search.confirm and pick is not None and not plan.missing():
+            confirm = confirmation_plan(store, plan, search.confirm, root, pick)
+            if confirm is not None and confirm.to_train():
+                recorder.plan = confirm
+                trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
+                                                       spec=spec, storage=paths.storage)
+                callbacks = [ray_adapter.StoreCallback(recorder),
+                             *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
+                ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(confirm), confirm.to_train(),
+                                       search.max_concurrent, spec.sweep.name, paths.storage, callbacks,
+                                       spec.sweep.max_failures, verbose).fit()
     finally:
         ray_adapter.shutdown()
     if plan.missing():
         raise SweepIncomplete(plan.missing_line(spec.sweep.name))
+    if confirm is not None and confirm.missing():
+        raise SweepIncomplete(confirm.missing_line(spec.sweep.name))
     print(f"[astray] sweep {spec.sweep.name} finished; results in {root}", flush=True)
     return root
+
+
+def confirmation_plan(store: ResultStore, plan: TrialPlan, n: int, root: Path, pick: Picker) -> ConfirmationPlan | None:
+    """The confirmation of a finished search: which configurations, picked once and
+    recorded in ``sweep.json`` (``confirmation``), so a resumed driver confirms the same
+    ones; None, with a line saying why, when there is nothing to confirm."""
+    manifest = store.read_manifest()
+    recorded = manifest.get("confirmation")
+    if recorded is None:
+        picked, why = pick(root)
+        replicates = list(range(plan.repeats, plan.repeats + n))
+        recorded = {"configs": picked, "why": why, "replicates": replicates,
+                    "seeds": [plan.base_seed + r for r in replicates], "picked_at": _now()}
+        manifest["confirmation"] = recorded
+        store.write_manifest(manifest)
+    if not recorded["configs"]:
+        print(f"[astray] search.confirm: nothing to confirm ({recorded['why']})", flush=True)
+        return None
+    confirm = ConfirmationPlan(plan, recorded["configs"], n)
+    head, *dense = recorded["configs"]
+    print(f"[astray] confirming {head} against {' and '.join(dense)} on {n} fresh seed(s) "
+          f"({', '.join(map(str, recorded['seeds']))}): {confirm.to_train()} trial(s) to train", flush=True)
+    return confirm
 
 
 def resumed_sampler(recorded: dict[str, Any], spec: SweepSpec) -> SamplerSpec:

@@ -251,3 +251,36 @@ def test_sweep_loggers_write_tensorboard_mlflow_and_offline_wandb(tmp_path):
         accs.add(max(float(h["val_acc"]) for h in history if "val_acc" in h))
     assert kinds == {"", "dense"}
     assert sorted(accs) == pytest.approx(sorted(trials["val_acc"]))
+
+
+def test_confirmation_trains_fresh_seeds_of_the_headline_and_its_dense_budgets(tmp_path):
+    # The searched configurations train dense too (strategy dense), so the headline one
+    # lands on the dense frontier's range and there is always something to confirm.
+    args = _sweep_args(tmp_path, "conf", **{"search.repeats": 2, "search.confirm": 2, "ast.strategy": "dense",
+                                            "search.baselines": "{dense_budgets: [1.0, 0.5]}"})
+    proc = _tune(args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    root = tmp_path / "conf"
+    trials = read_trials(root).to_pandas()
+    confirm = trials[trials["search_phase"] == "confirmation"]
+    picked = json.loads((root / "sweep.json").read_text())["confirmation"]
+    head, *dense = picked["configs"]
+    assert head.startswith("search-") and sorted(dense) == ["dense@0.5", "dense@1"]
+    assert len(trials) == (2 + 2) * 2 + 3 * 2 and set(trials["status"]) == {"completed"}
+    assert sorted(confirm["config_id"]) == sorted([head, head, *dense, *dense])
+    assert set(confirm["replicate"]) == {2, 3} and set(confirm["seed"]) == {2, 3}  # training.seed 0 + 2, + 3
+    assert set(trials[trials["search_phase"] != "confirmation"]["seed"]) == {0, 1}
+    assert f"[astray] confirming {head} against" in proc.stdout
+    # Optuna was told the two searched configurations, never a confirmation trial.
+    import optuna  # noqa: PLC0415 - the journal is only read here
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(root / "optuna" / "journal.log")))
+    (study,) = optuna.get_all_study_summaries(storage)
+    assert study.n_trials == 2
+    md = (root / "report" / "report.md").read_text()
+    assert "never used in the search" in md.split("## Trials")[0] or "confirmation not shown" in md
+    # A resumed finished sweep confirms nothing twice.
+    again = _tune(args + ["--resume"])
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(read_trials(root).to_pandas()) == len(trials)

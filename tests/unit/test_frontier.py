@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from astray.analysis.compute import analyze, not_separable_from
+from astray.analysis.compute import analyze, confirmation_pick, not_separable_from
 from astray.analysis.frontier import (
     advantage,
     estimate,
@@ -517,3 +517,58 @@ def test_a_store_without_test_accuracy_cannot_be_asked_for_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("astray: error: --accuracy test_acc: 6 of 6 finished trials have no test_acc")
     assert len(err.splitlines()) == 1
+
+
+# ----------------------------------------------------------------- confirmation on fresh seeds
+
+
+def confirmation_rows(search_acc: list[float], search_energy: list[float]) -> list[dict]:
+    """Seeds 102 and 103 (replicates 2, 3) of search-0000 and both dense budgets, trained
+    after the search: dense ×1 at 0.90 / 100 J, dense ×0.5 at 0.80 / 50 J."""
+    rows = []
+    for cid, kind, budget, accs, energies in (("dense@1", "dense", 1.0, [0.899, 0.901], [100.0, 100.0]),
+                                              ("dense@0.5", "dense", 0.5, [0.799, 0.801], [50.0, 50.0]),
+                                              ("search-0000", "", 1.0, search_acc, search_energy)):
+        for r, (acc, energy) in enumerate(zip(accs, energies), start=2):
+            rows.append(trial_row(f"{cid}-r{r}", acc, energy, is_baseline=kind != "", baseline_kind=kind,
+                                  budget=budget, config_id=cid, replicate=r, seed=100 + r,
+                                  search_phase="confirmation", target=1.0 if kind else 0.3))
+    return ordered(rows)
+
+
+def test_the_headline_reports_the_confirmation_and_the_search_is_left_as_it_was():
+    search = frontier_rows([0.849, 0.851], [59.5, 60.5])
+    before = analyze([sweep_from_rows("s", search)], ACC_ENERGY)
+    # On fresh seeds search-0000 is still 0.85 but spends 70 J: a smaller saving, 1 − 70/75.
+    a = analyze([sweep_from_rows("s", search + confirmation_rows([0.849, 0.851], [69.9, 70.1]))], ACC_ENERGY)
+    s = a.sweeps[0]
+    assert len(s.confirmation_trials) == 6 and s.repeats == 2
+    c = next(c for c in s.configurations if c.config_id == "search-0000")
+    assert c.trial_ids == ("search-0000-r0", "search-0000-r1")  # the search's point, unchanged
+    assert s.advantages[c.key] == before.sweeps[0].advantages[c.key]
+    (h,) = a.headlines
+    assert h.confirmation.n == 2 and h.confirmation.paired == "seed"
+    # Seed 102 reaches 0.849 on its line (50 J, 0.799)..(100 J, 0.899) at 75 J, seed 103 0.851 at 75 J.
+    assert h.confirmation.energy_saving == pytest.approx(1 - 70.0 / 75.0)
+    text = headline_text(h)
+    assert text.startswith("best configuration search-0000 beats training less by 6.7% energy at equal accuracy, "
+                           "confirmed on 2 seeds never used in the search (95% CI ")
+    assert "in the search, as the searched configuration, it saved 20.0%" in text
+    # A confirmation that does not hold is said so, with both numbers.
+    worse = analyze([sweep_from_rows("s", search + confirmation_rows([0.84, 0.86], [80.0, 70.0]))], ACC_ENERGY)
+    (h,) = worse.headlines
+    assert not h.beats and headline_text(h).startswith("Not confirmed: search-0000, the searched configuration, "
+                                                       "saved 20.0% energy at equal accuracy in the search")
+
+
+def test_confirmation_picks_the_headline_and_the_dense_budgets_that_bracket_it(tmp_path):
+    rows = frontier_rows([0.849, 0.851], [59.5, 60.5]) + ordered(
+        replicates("dense@0.3", "dense", 0.3, [0.70, 0.70], [30.0, 30.0], target=1.0))
+    root = build_store(tmp_path / "s", rows)
+    picked, why = confirmation_pick(read_sweep(root))
+    assert picked == ["search-0000", "dense@0.5", "dense@1"]
+    assert why.startswith("best configuration search-0000 beats training less")
+    # Outside the frontier's accuracy range there is nothing to confirm against.
+    root = build_store(tmp_path / "off", frontier_rows([0.949, 0.951], [119.5, 120.5]))
+    picked, why = confirmation_pick(read_sweep(root))
+    assert picked == [] and "outside the dense frontier's accuracy range" in why

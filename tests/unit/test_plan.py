@@ -15,7 +15,7 @@ from astray.config.load import build_config
 from astray.config.sweep import Baseline, budget_epochs, load_sweep_spec
 from astray.errors import ConfigError
 from astray.schema import DEFAULT_OBJECTIVES
-from astray.sweep.plan import TrialPlan, launch_order, replicate_mean
+from astray.sweep.plan import ConfirmationPlan, TrialPlan, launch_order, replicate_mean
 from astray.sweep.study import SweepStudy
 from astray.sweep.trial_config import resolved_trial_run
 from tests.conftest import REPO
@@ -238,6 +238,8 @@ def test_baselines_short_form_and_default():
     (["search.baselines={dense: [1.0]}"], "search.baselines.dense"),
     (["search.baselines={dense_budgets: [0.5, 0.45]}"], "both train 3 of training.epochs=6"),
     (["search.repeats=0"], "search.repeats"),
+    (["search.confirm=-1"], "search.confirm"),
+    (["search.confirm=2", "search.baselines={dense_budgets: [1.0], random: [0.3]}"], "needs at least 2 dense budgets"),
     (["search.repeats=2", "search.space={training.seed: {type: int, low: 0, high: 9}}"], "training.seed"),
 ])
 def test_bad_baselines_and_repeats_are_one_line_errors(overrides, needle):
@@ -263,3 +265,33 @@ def test_trial_run_config_trains_each_kind_as_its_row_says(tmp_path):
     assert [r.ast.kp for r in searched] == [kp, kp] and dense[0].ast.kp == spec.run.ast.kp
     assert [(r.ast.strategy, r.training.epochs, r.training.seed) for r in searched] == [("stale", 6, 7),
                                                                                         ("stale", 6, 8)]
+
+
+def test_confirmation_trains_fresh_seeds_of_the_picked_configurations_and_tells_optuna_nothing(tmp_path):
+    plan = plan_of(tmp_path, num_samples=2, repeats=2, base_seed=10)
+    configs = hand_out(plan, plan.to_train())
+    for c in configs:
+        plan.finished(row(c))
+    assert not plan.missing()
+    told = journal_tells(tmp_path)
+    confirm = ConfirmationPlan(plan, ["search-0001", "dense@0.5", "dense@1"], 2)
+    assert confirm.total == plan.total + 6 and confirm.to_train() == 6
+    out = hand_out(confirm, 6)
+    assert confirm.next_trial() is None
+    assert [(c["config_id"], c["replicate"], c["seed"]) for c in out] == [
+        ("search-0001", 2, 12), ("search-0001", 3, 13), ("dense@0.5", 2, 12), ("dense@0.5", 3, 13),
+        ("dense@1", 2, 12), ("dense@1", 3, 13)]
+    # Seeds the search never used (it trained 10 and 11), the searched values as searched.
+    assert {c["seed"] for c in configs}.isdisjoint(c["seed"] for c in out)
+    assert out[0]["ast.kp"] == next(c for c in configs if c["config_id"] == "search-0001")["ast.kp"]
+    assert {c["search_phase"] for c in out} == {"confirmation"}
+    assert (out[2]["baseline_kind"], out[2]["baseline_value"]) == ("dense", 0.5)
+    for c in out[:3]:
+        confirm.finished(row(c))
+    assert journal_tells(tmp_path) == told  # Optuna is never told a confirmation trial
+    assert confirm.missing() == ["dense@0.5 r3", "dense@1 r2", "dense@1 r3"]
+    # A driver rebuilt from the store trains only what is missing, under the same ids.
+    rows = [row(c) for c in configs] + [row(c) for c in out[:3]]
+    again = ConfirmationPlan(TrialPlan(BASELINES, 2, 2, 10, METRICS, study(tmp_path), rows),
+                             ["search-0001", "dense@0.5", "dense@1"], 2)
+    assert [c["trial_id"] for c in hand_out(again, again.to_train())] == ["dense@0.5-r3", "dense@1-r2", "dense@1-r3"]
