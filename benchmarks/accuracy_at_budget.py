@@ -10,7 +10,9 @@ several seeds:
 - ``random``, ``stale``, ``reforward`` at activation 0.3 and 0.5, and ``infobatch`` at two
   prune ratios r (its activation follows the losses; the table shows what it realised).
 
-Per arm: mean ± standard deviation over seeds of the best and the final val_acc, and
+Per arm: mean ± standard deviation over seeds of test_acc at the epoch the validation
+split selected (the first with the highest val_acc, as the store and best.pt do; the
+test split never selects), the final epoch's test_acc, the best val_acc, and
 training FLOPs, train time and energy as ratios to dense at the full budget (warm-up and
 BatchNorm recalibration included). Energy is the run's meter: ``model`` (seconds ×
 watts, an estimate) on a CPU machine without RAPL, ``nvml`` on a GPU.
@@ -42,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from astray.config.load import load_config  # noqa: E402
 from astray.engine.trainer import run  # noqa: E402
+from astray.sweep.store import trial_summary  # noqa: E402
 from astray.sweep.provenance import git_commit, hardware, library_versions  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "accuracy_at_budget.json"
@@ -80,9 +83,11 @@ def train_once(config: str, base: list[str], arm: Arm, epochs: int, seed: int) -
         t0 = time.perf_counter()
         rows = run(load_config(REPO / config, overrides)).rows
         sparse = [r for r in rows if r["strategy"] != "dense"]
+        summary = trial_summary("bench", rows)  # the store's rule: the epoch validation selects
         return {
-            "arm": arm.name, "seed": seed, "epochs": arm_epochs,
-            "best_val_acc": max(r["val_acc"] for r in rows), "final_val_acc": rows[-1]["val_acc"],
+            "arm": arm.name, "seed": seed, "epochs": arm_epochs, "selected_epoch": summary["selected_epoch"],
+            "test_acc": summary["test_acc"], "final_test_acc": summary["final_test_acc"],
+            "best_val_acc": summary["val_acc"], "final_val_acc": summary["final_val_acc"],
             "flops": sum(r["flops"] for r in rows), "train_time_s": sum(r["train_time_s"] for r in rows),
             "energy_j": sum(r["energy_j"] for r in rows), "energy_source": rows[-1]["energy_source"],
             "sparse_activation": (statistics.fmean(r["activation_rate"] for r in sparse) if sparse else 1.0),
@@ -106,7 +111,7 @@ def summarise(runs: list[dict], arms: list[Arm]) -> list[dict]:
             continue
         row = {"arm": arm.name, "strategy": arm.strategy, "seeds": len(rs), "epochs": rs[0]["epochs"],
                "energy_source": rs[0]["energy_source"]}
-        for key in ("best_val_acc", "final_val_acc", "sparse_activation"):
+        for key in ("test_acc", "final_test_acc", "best_val_acc", "final_val_acc", "sparse_activation"):
             row[key], row[key + "_sd"] = _mean_sd([r[key] for r in rs])
         row["flops_ratio"], row["flops_ratio_sd"] = _mean_sd([r["flops"] / ref_flops for r in rs])
         row["time_ratio"], row["time_ratio_sd"] = _mean_sd([r["train_time_s"] / ref_time for r in rs])
@@ -115,7 +120,7 @@ def summarise(runs: list[dict], arms: list[Arm]) -> list[dict]:
     return out
 
 
-def judge(table: list[dict], metric: str = "final_val_acc") -> list[dict]:
+def judge(table: list[dict], metric: str = "test_acc") -> list[dict]:
     """The targets, one verdict per AST arm that costs at most half of dense's FLOPs."""
     dense = next(r for r in table if r["arm"] == "dense")
     cheap = [r for r in table if r["strategy"] in ("random", "dense") and r["arm"] != "dense"]
@@ -141,13 +146,13 @@ def judge(table: list[dict], metric: str = "final_val_acc") -> list[dict]:
 
 def print_table(title: str, table: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'arm':<18} {'epochs':>6} {'best val_acc':>16} {'final val_acc':>16} {'FLOPs':>12} "
+    print(f"{'arm':<18} {'epochs':>6} {'test_acc':>16} {'final test_acc':>16} {'best val_acc':>16} {'FLOPs':>12} "
           f"{'time':>12} {'energy':>12} {'activation':>11}")
     for r in table:
         def pm(key: str, scale: float = 1.0, digits: int = 4) -> str:
             sd = r[key + "_sd"]
             return f"{r[key] * scale:.{digits}f}±{'nan' if math.isnan(sd) else f'{sd * scale:.{digits}f}'}"
-        print(f"{r['arm']:<18} {r['epochs']:>6} {pm('best_val_acc'):>16} {pm('final_val_acc'):>16} "
+        print(f"{r['arm']:<18} {r['epochs']:>6} {pm('test_acc'):>16} {pm('final_test_acc'):>16} {pm('best_val_acc'):>16} "
               f"{pm('flops_ratio', digits=3):>12} {pm('time_ratio', digits=3):>12} {pm('energy_ratio', digits=3):>12} "
               f"{r['sparse_activation']:>11.3f}")
     print(f"ratios to dense at the full budget; energy source: {table[0]['energy_source']}; mean±sd over seeds")
@@ -206,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 record["runs"].append({"part": part, **result})
                 save()
                 print(f"[{time.perf_counter() - started:7.0f} s] {part} {arm.name} seed {seed}: "
-                      f"final val_acc {result['final_val_acc']:.4f}, {result['wall_s']:.0f} s", flush=True)
+                      f"test_acc {result['test_acc']:.4f} (epoch {result['selected_epoch']}), "
+                      f"final {result['final_test_acc']:.4f}, {result['wall_s']:.0f} s", flush=True)
     for part, _, arms, _, _ in parts:
         table = summarise([r for r in record["runs"] if r["part"] == part], arms)
         record[f"{part}_table"] = table
@@ -216,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if "quickstart_table" in record:
         qt = {r["arm"]: r for r in record["quickstart_table"]}
         record["quickstart_targets"] = {
-            arm: {"points_below_dense": (qt["dense"]["final_val_acc"] - qt[arm]["final_val_acc"]) * 100,
-                  "within_1_point": (qt["dense"]["final_val_acc"] - qt[arm]["final_val_acc"]) * 100 <= 1.0}
+            arm: {"points_below_dense": (qt["dense"]["test_acc"] - qt[arm]["test_acc"]) * 100,
+                  "within_1_point": (qt["dense"]["test_acc"] - qt[arm]["test_acc"]) * 100 <= 1.0}
             for arm in ("reforward a=0.3", "stale a=0.3")}
     save()
-    print("\ntargets (final val_acc):")
+    print("\ntargets (test_acc at the epoch validation selected):")
     for v in record["fashion_targets"]:
         print(f"  {v['arm']:<18} FLOPs {v['flops_ratio']:.3f}, {v['points_below_dense']:+.2f} points below dense, "
               f"beats {v['rivals']} by more than their sd: {v['beats_rival_by_more_than_sd']} -> "

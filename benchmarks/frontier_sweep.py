@@ -3,13 +3,14 @@
 Runs ``astray tune`` on real Fashion-MNIST (the original IDX files; ``apt-get install
 dataset-fashion-mnist``) with baselines and seed replicates, then ``astray report``, and
 prints every configuration as the report analyses it: replicate mean ± 95 % t interval
-of val_acc and energy, the energy saved at equal accuracy and the accuracy gained at
+of test_acc (at the epoch validation selected) and energy, the energy saved at equal accuracy and the accuracy gained at
 equal energy against the dense frontier, and the report's headline.
 
 Defaults fit 2 CPU cores in about 40 minutes: a 10,000-image stratified subset, the tiny
 ``test_resnet``, 10 epochs, ``reforward`` searched over target activation 0.3–0.7 and the
-PI gains (6 configurations), dense at budgets 1.0/0.5/0.3, random subsets at 0.3 and 0.5,
-3 seeds each: (6 + 5) × 3 = 33 trials, one at a time (each gets both cores, so the time
+PI gains (6 configurations), dense at budgets 1.0/0.75/0.5/0.3, random subsets at 0.3 and
+0.5, 3 seeds each: (6 + 6) × 3 = 36 trials, then ``search.confirm: 3``: the headline
+configuration and the two dense budgets around it on 3 fresh seeds (9 trials), one at a time (each gets both cores, so the time
 energy model is not bent by trials competing for them). Energy is the sweep's meter:
 ``model`` (seconds × watts, an estimate) here, NVML on a GPU.
 
@@ -46,14 +47,14 @@ RESULTS = REPO / "benchmarks" / "results" / "frontier_sweep.json"
 FASHION = {
     "model.name": "test_resnet", "dataset.train_subset": 10000, "training.epochs": 10, "ast.strategy": "reforward",
     "search.num_samples": 6, "search.repeats": 3, "search.max_concurrent": 1, "search.sampler": "tpe",
-    "search.baselines": "{dense_budgets: [1.0, 0.5, 0.3], random: [0.3, 0.5]}",
+    "search.baselines": "{dense_budgets: [1.0, 0.75, 0.5, 0.3], random: [0.3, 0.5]}", "search.confirm": 3,
     "search.space": "{ast.target_activation: {type: uniform, low: 0.3, high: 0.7}, "
                     "ast.kp: {type: loguniform, low: 0.2, high: 3.0}, ast.ki: {type: loguniform, low: 0.002, high: 0.1}}",
     "resources.cpus_per_worker": 2,
 }
 QUICK = {  # the quickstart digits, 2 epochs: checks the script end to end
     "training.epochs": 2, "search.num_samples": 2, "search.repeats": 2, "search.max_concurrent": 2,
-    "search.baselines": "{dense_budgets: [1.0, 0.5], random: [0.3]}",
+    "search.baselines": "{dense_budgets: [1.0, 0.5], random: [0.3]}", "search.confirm": 2,
 }
 
 
@@ -67,10 +68,10 @@ def run_sweep(config: str, overrides: dict, results: Path, name: str) -> float:
     return time.perf_counter() - t0
 
 
-def rows_of(store: Path) -> tuple[list[dict], list[str]]:
+def rows_of(store: Path) -> tuple[list[dict], list[str], str, list[dict]]:
     sweep = read_sweep(store)
     a = analyze([sweep], objectives_from_manifest(sweep.manifest))
-    s = a.sweeps[0]
+    s, acc = a.sweeps[0], a.accuracy
     out = []
     for c in sorted(s.configurations, key=lambda c: (c.kind != "dense", c.kind != "random",
                                                     -c.budget, c.config_id)):
@@ -79,7 +80,7 @@ def rows_of(store: Path) -> tuple[list[dict], list[str]]:
             "config_id": c.config_id, "kind": c.kind or "searched", "budget": c.budget,
             "strategy": c.strategy, "target_activation": c.target_activation,
             "seeds": f"{c.n_good}/{c.n_total}",
-            "val_acc": c.stats["val_acc"].mean, "val_acc_ci95": c.stats["val_acc"].ci95,
+            "accuracy": c.stats[acc].mean, "accuracy_ci95": c.stats[acc].ci95,
             "energy_j": c.stats["energy_j"].mean, "energy_ci95": c.stats["energy_j"].ci95,
             "energy_source": c.energy_source,
             "flops_ratio": c.metrics["flops"] / s.baseline.metrics["flops"] if s.baseline else math.nan,
@@ -90,7 +91,13 @@ def rows_of(store: Path) -> tuple[list[dict], list[str]]:
             "gain_ci95": adv.acc_gain_ci95 if adv else math.nan,
             "on_front": any(c.key == f.key for g in a.groups for fr in g.fronts for f in fr.front),
         })
-    return out, [headline_text(h) for h in a.headlines]
+    confirmations = [{
+        "config_id": h.best.config_id, "seeds": h.confirmation.n, "saving": h.confirmation.energy_saving,
+        "saving_lo": h.confirmation.energy_saving_lo, "saving_hi": h.confirmation.energy_saving_hi,
+        "gain_points": h.confirmation.acc_gain_points, "gain_ci95": h.confirmation.acc_gain_ci95,
+        "search_saving": h.advantage.energy_saving if h.advantage else math.nan, "beats": h.beats,
+    } for h in a.headlines if h.confirmation is not None and h.best is not None]
+    return out, [headline_text(h) for h in a.headlines], a.accuracy_note or acc, confirmations
 
 
 def table(rows: list[dict]) -> str:
@@ -100,7 +107,7 @@ def table(rows: list[dict]) -> str:
     def pct(v: float) -> str:
         return "—" if not math.isfinite(v) else f"{100 * v:+.1f}%"
 
-    head = ("| configuration | kind | seeds | val_acc mean ± 95% CI | energy [J] mean ± 95% CI | FLOPs ×dense "
+    head = ("| configuration | kind | seeds | test_acc mean ± 95% CI | energy [J] mean ± 95% CI | FLOPs ×dense "
             "| energy saved vs frontier [95% CI] | acc gain vs frontier [pt] |")
     lines = [head, "|" + "---|" * 8]
     for r in rows:
@@ -112,7 +119,7 @@ def table(rows: list[dict]) -> str:
         if math.isfinite(r["saving_vs_frontier"]):
             saving += f" [{pct(r['saving_lo'])}..{pct(r['saving_hi'])}]"
         lines.append(f"| {r['config_id']}{' ★' if r['on_front'] else ''} | {kind} | {r['seeds']} "
-                     f"| {ci(r['val_acc'], r['val_acc_ci95'], '.4f')} | {ci(r['energy_j'], r['energy_ci95'], '.0f')} "
+                     f"| {ci(r['accuracy'], r['accuracy_ci95'], '.4f')} | {ci(r['energy_j'], r['energy_ci95'], '.0f')} "
                      f"| {r['flops_ratio']:.2f} | {saving} | {gain} |")
     return "\n".join(lines)
 
@@ -139,15 +146,21 @@ def main() -> int:
         wall = run_sweep(config, overrides, results, name)
         store = results / name
     subprocess.run([sys.executable, "-m", "astray.report", str(store)], cwd=REPO, check=True)
-    rows, headlines = rows_of(store)
+    rows, headlines, accuracy, confirmations = rows_of(store)
+    print(accuracy)
     print(table(rows))
+    for c in confirmations:
+        print(f"confirmation of {c['config_id']} on {c['seeds']} fresh seeds: saving {100 * c['saving']:+.1f}% "
+              f"[{100 * c['saving_lo']:+.1f}%..{100 * c['saving_hi']:+.1f}%] (the search said "
+              f"{100 * c['search_saving']:+.1f}%)")
     for h in headlines:
         print(h)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "config": config, "overrides": overrides,
         "git_commit": git_commit(), "hardware": hardware(), "libraries": library_versions(),
-        "sweep_wall_s": wall, "store": str(store), "headlines": headlines, "configurations": rows,
+        "sweep_wall_s": wall, "store": str(store), "accuracy": accuracy, "headlines": headlines,
+        "confirmations": confirmations, "configurations": rows,
     }, indent=2, default=str))
     print(f"[frontier] wrote {out}; report in {store / 'report'}")
     return 0
