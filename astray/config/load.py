@@ -73,6 +73,9 @@ def build_section(cls: type, section: str, raw: Any) -> Any:
     for key, value in raw.items():
         if key not in names:
             raise unknown_key(f"{section}.{key}", str(key), names)
+        if dataclasses.is_dataclass(hints[key]):  # a section inside the section (dataset.label_noise)
+            kwargs[key] = value if isinstance(value, hints[key]) else build_section(hints[key], f"{section}.{key}", value)
+            continue
         ok, coerced = _type_ok(value, hints[key])
         if not ok:
             raise ConfigError(

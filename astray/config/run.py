@@ -27,6 +27,21 @@ class ModelConfig:
 
 
 DATASET_TYPES = ("folder", "hf", "digits", "synthetic", "fashion_mnist")
+NOISE_KINDS = ("symmetric", "pairs")
+
+
+@dataclass
+class LabelNoiseConfig:
+    """``dataset.label_noise``: flip a share of the training labels (and of the validation
+    split carved from them), never the test split's (docs/design.md §11)."""
+
+    rate: float = 0.0  # share of labels flipped, exactly round(rate * n) per split; 0 = off
+    kind: str = "symmetric"  # symmetric: to another class, uniformly | pairs: class c to c + 1 (mod C)
+    seed: int = 0  # which labels flip and to what: the same for every training.seed of a sweep
+
+    def __post_init__(self) -> None:
+        in_range("dataset.label_noise.rate", self.rate, lo=0, hi=1, hi_open=True)
+        choice("dataset.label_noise.kind", self.kind, NOISE_KINDS)
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 
 
@@ -54,6 +69,7 @@ class DatasetConfig:
     num_workers: int = 0  # DataLoader worker processes per training process
     pin_memory: bool = False
     seed: int = 0  # fixes the splits (the same for every training.seed) and synthetic images
+    label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
 
     def __post_init__(self) -> None:
         choice("dataset.type", self.type, DATASET_TYPES)
@@ -86,6 +102,26 @@ class DatasetConfig:
                     "(a local dataset folder; astray does not download)")
 
 
+SIGNIFICANCES = ("loss", "reducible")
+
+
+@dataclass
+class IrreducibleConfig:
+    """``ast.irreducible``: the models whose held-out losses ``ast.significance=reducible``
+    subtracts (RHO-LOSS, docs/design.md §11). The training split is cut into ``folds``
+    stratified parts (fixed by dataset.seed); for each, a model of ``model.name`` trains
+    densely on the other parts for ``epochs`` epochs and scores that part once, so every
+    sample's irreducible loss comes from a model that never trained on it, and the main
+    run still trains on all of the data."""
+
+    folds: int = 2  # 2: the "two halves" variant; more folds train more, bigger models (cost ≈ folds - 1 dense passes per epoch)
+    epochs: int = 2  # dense epochs of each irreducible-loss model
+
+    def __post_init__(self) -> None:
+        in_range("ast.irreducible.folds", self.folds, lo=2, hi=10)
+        in_range("ast.irreducible.epochs", self.epochs, lo=1)
+
+
 @dataclass
 class ASTConfig:
     """The AST loop's shared settings; each sparse method's own are ``ast.<method>``
@@ -110,6 +146,10 @@ class ASTConfig:
     #                                       re-estimate BatchNorm statistics from this many random training
     #                                       samples; 0 = off
     bn_recalibration_fraction: float = 0.1  # ... but at most this share of the training set
+    significance: str = "loss"  # loss | reducible: softplus(loss - irreducible loss) (RHO-LOSS, docs/design.md §11)
+    irreducible: IrreducibleConfig = field(default_factory=IrreducibleConfig)  # significance=reducible only
+    upper_quantile: float = 1.0  # samples scoring above this quantile of the scores are not trained
+    #                              (a band against label noise, docs/design.md §11); 1 = off
     # ast.<method>: that method's settings object; filled by astray.config.load.build_config
     # (every method's, defaults when absent). Not a key of its own.
     methods: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +171,8 @@ class ASTConfig:
         in_range("ast.final_dense_fraction", self.final_dense_fraction, lo=0, hi=1)
         in_range("ast.bn_recalibration_samples", self.bn_recalibration_samples, lo=0)
         in_range("ast.bn_recalibration_fraction", self.bn_recalibration_fraction, lo=0, hi=1)
+        choice("ast.significance", self.significance, SIGNIFICANCES)
+        in_range("ast.upper_quantile", self.upper_quantile, lo=0, hi=1, lo_open=True)
 
 
 @dataclass

@@ -457,6 +457,27 @@ class SweepSpec:
     resources: ResourcesConfig
 
 
+def leaf_keys(run: RunConfig) -> set[str]:
+    """Every dotted key a run config has a value at: ``section.key``, the keys of a section
+    inside one (``dataset.label_noise.rate``) and each method's (``ast.stale.keep_prob``)."""
+    keys: set[str] = set()
+
+    def walk(node: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if f.name == "methods" and isinstance(value, dict):  # ast.<method>: each method's settings
+                for name, settings in value.items():
+                    walk(settings, f"{prefix}.{name}")
+            elif dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}.{f.name}")
+            else:
+                keys.add(f"{prefix}.{f.name}")
+
+    for section in dataclasses.fields(RunConfig):
+        walk(getattr(run, section.name), section.name)
+    return keys
+
+
 def load_sweep_spec(path: str, overrides: list[str] | None = None) -> SweepSpec:
     """Load and validate a sweep config; every error is one line, before Ray starts."""
     raw = apply_overrides(load_raw(path), list(overrides or []))
@@ -465,8 +486,7 @@ def load_sweep_spec(path: str, overrides: list[str] | None = None) -> SweepSpec:
     sweep = build_section(SweepConfig, "sweep", raw.get("sweep"))
     resources = build_section(ResourcesConfig, "resources", raw.get("resources"))
     raw_run = {k: v for k, v in raw.items() if k not in FOREIGN_SECTIONS}
-    run_keys = {f"{s.name}.{f.name}" for s in dataclasses.fields(RunConfig)
-                for f in dataclasses.fields(getattr(run, s.name))}
+    run_keys = leaf_keys(run)
     for p in search.params:
         if p.key not in run_keys:
             raise unknown_key(f"search.space.{p.key}", p.key, sorted(run_keys))
@@ -498,15 +518,17 @@ def baseline_overrides(b: Baseline, training: TrainingConfig) -> dict[str, Any]:
 
     A dense baseline keeps the schedule defined over its own (shorter) epoch count, as a
     user running a shorter job would: ``training.lr_milestones``, given in epochs of the
-    base run, move to the same shares of the baseline's epochs.
+    base run, move to the same shares of the baseline's epochs. Neither baseline selects
+    by significance, so the significance options go back to plain loss and no band.
     """
+    plain = {"ast.significance": "loss", "ast.upper_quantile": 1.0}
     if b.kind == KIND_DENSE:
         epochs = budget_epochs(training.epochs, b.value)
-        out: dict[str, Any] = {"ast.strategy": Dense.name, "training.epochs": epochs}
+        out: dict[str, Any] = {"ast.strategy": Dense.name, "training.epochs": epochs, **plain}
         if training.lr_milestones:
             out["training.lr_milestones"] = scaled_milestones(training.lr_milestones, training.epochs, epochs)
         return out
-    return {"ast.strategy": RandomSubset.name, "ast.target_activation": b.value}
+    return {"ast.strategy": RandomSubset.name, "ast.target_activation": b.value, **plain}
 
 
 def scaled_milestones(milestones: list[float], configured: int, epochs: int) -> list[float]:

@@ -11,13 +11,17 @@ synthetic data), evaluated and stored but never used to choose anything.
 
 Every sample comes back as ``(image, label, index)``: the dataset index is what
 per-sample state (the stale score table, loss weights) is keyed by.
+
+``dataset.label_noise`` flips a seeded share of the training labels and of the
+validation split's (a real noisy dataset validates on noisy labels too), never the test
+split's (docs/design.md §11). :class:`LabelFlips` says which were flipped.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from astray.config.run import DatasetConfig
+from astray.config.run import DatasetConfig, LabelNoiseConfig
 from astray.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,6 +110,54 @@ class TensorImages(Dataset):
         return self.images[index], int(self.labels[index])
 
 
+@dataclass(frozen=True)
+class LabelFlips:
+    """The labels ``dataset.label_noise`` flipped in one split: positions in the split
+    (its dataset indices), the true label and the label training sees."""
+
+    index: torch.Tensor  # int64, sorted
+    label: torch.Tensor  # int64, the true label
+    noisy_label: torch.Tensor  # int64, never equal to ``label``
+
+    def mask(self, size: int) -> torch.Tensor:
+        """A bool per sample of a split of ``size``: True where the label was flipped."""
+        out = torch.zeros(size, dtype=torch.bool)
+        out[self.index] = True
+        return out
+
+
+class NoisyLabels(Dataset):
+    """A ``(image, label)`` dataset whose labels are replaced by ``labels``."""
+
+    def __init__(self, base: Any, labels: torch.Tensor) -> None:
+        self.base, self.labels = base, labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.base[index][0], int(self.labels[index])
+
+
+def flip_labels(labels: torch.Tensor, num_classes: int, noise: LabelNoiseConfig,
+                stream: int) -> tuple[torch.Tensor, LabelFlips]:
+    """Exactly ``round(rate * n)`` labels flipped, which and to what fixed by
+    (``noise.seed``, ``stream``): ``symmetric`` moves a label to one of the other classes
+    uniformly, ``pairs`` moves class c to c + 1 (mod C), the confusable-neighbour noise of
+    Han et al. (2018). Returns the noisy labels and the flips."""
+    n = labels.numel()
+    gen = torch.Generator().manual_seed(noise.seed * 1_000_003 + stream)
+    index = torch.randperm(n, generator=gen)[: round(noise.rate * n)].sort().values
+    true = labels[index]
+    if noise.kind == "pairs":
+        flipped = (true + 1) % num_classes
+    else:
+        flipped = (true + torch.randint(1, num_classes, (index.numel(),), generator=gen)) % num_classes
+    noisy = labels.clone()
+    noisy[index] = flipped
+    return noisy, LabelFlips(index, true, flipped)
+
+
 @dataclass
 class DataSplits:
     train: IndexedDataset
@@ -113,6 +165,11 @@ class DataSplits:
     test: IndexedDataset  # held out: evaluated and stored, never used to select
     num_classes: int
     preprocessing: str = ""  # what the images go through, for the run's first line
+    flips: dict[str, LabelFlips] = field(default_factory=dict)  # "train", "val": dataset.label_noise's flips
+
+    def noisy_mask(self) -> torch.Tensor | None:
+        """True per training sample whose label was flipped; None without label noise."""
+        return self.flips["train"].mask(len(self.train)) if "train" in self.flips else None
 
 
 def _to_rgb(image: Any) -> Any:
@@ -168,6 +225,21 @@ def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> t
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def _stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
+    """``folds`` disjoint index sets covering every sample, each class dealt round the
+    folds in a seeded order (so every fold holds each class's share, within one)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(folds)]
+    start = 0
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        for k in range(folds):
+            parts[(k + start) % folds].append(idx[k::folds])
+        start += idx.numel()  # the next class starts where this one's remainder left off
+    return [torch.cat(p).sort().values for p in parts]
+
+
 def _labels_of(base: Any) -> torch.Tensor:
     """Every label of a ``(image, label)`` dataset, without decoding its images where the
     dataset keeps them apart (ImageFolder targets, in-memory labels, a Hugging Face column)."""
@@ -179,6 +251,8 @@ def _labels_of(base: Any) -> torch.Tensor:
             return torch.tensor(np.array(value), dtype=torch.int64)
     if isinstance(base, HFImages):
         return torch.as_tensor(list(base.ds[base.label_column]), dtype=torch.int64)
+    if isinstance(base, torch.utils.data.Subset):
+        return _labels_of(base.dataset)[torch.as_tensor(base.indices, dtype=torch.int64)]
     return torch.tensor([int(base[i][1]) for i in range(len(base))], dtype=torch.int64)
 
 
@@ -416,4 +490,14 @@ def build_datasets(cfg: DatasetConfig) -> DataSplits:
     factory = DATASETS.get(cfg.type)
     if factory is None:
         raise ConfigError(f"dataset.type={cfg.type!r} is not allowed; choose one of {', '.join(DATASETS)}")
-    return factory(cfg)
+    splits = factory(cfg)
+    noise = cfg.label_noise
+    if noise.rate > 0:
+        for stream, name in enumerate(("train", "val")):
+            split = getattr(splits, name)
+            labels, flips = flip_labels(_labels_of(split.base), splits.num_classes, noise, stream)
+            split.base = NoisyLabels(split.base, labels)
+            splits.flips[name] = flips
+        splits.preprocessing += (f"; label noise {noise.kind} {noise.rate:g}: {len(splits.flips['train'].index)} "
+                                 f"train and {len(splits.flips['val'].index)} val labels flipped, test clean")
+    return splits

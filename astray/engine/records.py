@@ -48,6 +48,11 @@ class EpochRow:
     idle_w: float  # idle power subtracted from energy_j; 0 = no subtraction
     lr: float  # learning rate at epoch end
     strategy: str  # dense | reforward | stale (dense during warm-up epochs)
+    noisy_share: float = 0.0  # of the samples trained (backward) this epoch, the share whose label dataset.label_noise flipped
+    setup_flops: float = 0.0  # work the method did before training (the irreducible-loss model, docs/design.md §11),
+    #                     charged to the first epoch: included in its flops, train_time_s and energy_j; 0 otherwise
+    setup_time_s: float = 0.0
+    setup_energy_j: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,3 +117,28 @@ def controller_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     training steps."""
     source = "plan" if any(r["source"] == "plan" for r in rows) else "step"
     return sorted((r for r in rows if r["source"] == source), key=lambda r: r["progress"])
+
+
+# label_noise.parquet: one row per label dataset.label_noise flipped, so an analysis can
+# tell clean samples from noisy ones (the test split is never flipped).
+FLIPS_SCHEMA = pa.schema([
+    ("split", pa.string()),       # train | val
+    ("index", pa.int64()),        # the sample's dataset index in that split (what steps and score tables key by)
+    ("label", pa.int64()),        # the true label
+    ("noisy_label", pa.int64()),  # the label training (or validation) sees
+])
+
+
+def write_flips(flips: dict[str, Any], path: str | Path) -> None:
+    """``flips``: split name -> ``astray.engine.data.LabelFlips``."""
+    rows = {name: [] for name in FLIPS_SCHEMA.names}
+    for split, f in flips.items():
+        rows["split"] += [split] * f.index.numel()
+        rows["index"] += f.index.tolist()
+        rows["label"] += f.label.tolist()
+        rows["noisy_label"] += f.noisy_label.tolist()
+    write_parquet(path, pa.Table.from_pydict(rows, schema=FLIPS_SCHEMA))
+
+
+def read_flips(path: str | Path) -> list[dict[str, Any]]:
+    return read_parquet(path).to_pylist()

@@ -22,6 +22,7 @@ BEST = "best.pt"  # full state after the epoch with the highest val_acc
 METRICS = "metrics.parquet"  # one row per epoch (astray.engine.records)
 STEPS = "steps.parquet"  # the controller step by step (astray.engine.records.TRACE_SCHEMA)
 CONFIG = "config.yaml"  # the resolved config
+LABEL_NOISE = "label_noise.parquet"  # the labels dataset.label_noise flipped (astray.engine.records.FLIPS_SCHEMA)
 RUN_FILES = (LAST, BEST, METRICS, CONFIG)  # everything a resumed run needs
 WEIGHTS_BY_PREFERENCE = (BEST, LAST)  # which weights to deploy, best first
 

@@ -45,6 +45,7 @@ class StepStats:
     stop: bool  # some rank asked to stop (time budget)
     diverged: bool | torch.Tensor  # some rank saw a non-finite loss in the previous step (bool under DDP)
     synced: bool = True  # its backward all-reduced gradients (False: none ran, or under no_sync)
+    trained: torch.Tensor | None = None  # positions in the batch that got a backward pass; None = all loaded
 
 
 def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
@@ -69,6 +70,7 @@ def train_step(
     controller: PIController,
     settings: StepSettings,
     *,
+    indices: torch.Tensor | None = None,
     sparse: bool,
     progress: float,
     stop_requested: bool = False,
@@ -78,6 +80,8 @@ def train_step(
 ) -> StepStats:
     """Run one step of adaptive sparse training on this rank's batch.
 
+    ``indices`` are the batch's dataset indices (on the batch's device or the host): the
+    method's significance may depend on the sample (``SparseMethod.score``).
     ``sparse`` is False in dense epochs (warm-up, final dense epochs, the dense
     strategy): then every sample is trained, and, with ``calibrate``, the controller is
     still fed what *would* have been active so its threshold is calibrated when sparsity
@@ -96,7 +100,7 @@ def train_step(
     scoring = sparse and method.scores_before_backward
     if scoring:
         logits_all = _score(model, x, settings)
-        sig = significance(logits_all, y, settings.entropy_weight)
+        sig = method.score(significance(logits_all, y, settings.entropy_weight), indices)
         selected = method.select(sig, controller.threshold)
     else:
         selected = None  # every loaded sample
@@ -132,7 +136,7 @@ def train_step(
         backward += xs.shape[0]
         if not scoring:
             logits_all = logits.detach()
-            sig = significance(logits_all, y, settings.entropy_weight)
+            sig = method.score(significance(logits_all, y, settings.entropy_weight), indices)
     elif not scoring:
         # Nothing active anywhere and nothing scored: only possible for an empty batch.
         logits_all = torch.zeros(n, 1, device=x.device)
@@ -154,7 +158,7 @@ def train_step(
         else:
             ce = correct = torch.zeros((), device=x.device)
     return StepStats(n, forward, backward, global_active, global_loaded, global_weight, ce, correct,
-                     sig.detach(), stop, diverged, synced)
+                     sig.detach(), stop, diverged, synced, selected)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,

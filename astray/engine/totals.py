@@ -18,8 +18,12 @@ from astray.engine.step import StepStats, optimizer_step
 class EpochTotals:
     """One rank's running totals of an epoch, and the samples' measured significance."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, noisy_of: torch.Tensor | None = None) -> None:
         self.loaded = self.forward = self.backward = 0
+        # dataset.label_noise: True per flipped training sample (on the device); the count
+        # of flipped samples trained stays a device scalar until the epoch's end.
+        self.noisy_of = noisy_of
+        self.noisy = torch.zeros((), dtype=torch.int64, device=device)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.bad = torch.zeros((), dtype=torch.bool, device=device)  # a step's loss was non-finite or too high
@@ -41,6 +45,10 @@ class EpochTotals:
             self.bad |= step_bad
         self.indices.append(indices)
         self.scores.append(s.sig)
+        if self.noisy_of is not None and s.backward > 0:
+            on_device = indices.to(self.noisy_of.device, non_blocking=True)
+            trained = on_device if s.trained is None else on_device[s.trained]
+            self.noisy += self.noisy_of[trained].sum()
 
     def check(self, diverged: Callable[[], Exception]) -> None:
         """Raise ``diverged()`` if some step's loss went bad (a read of a device flag)."""
@@ -56,10 +64,10 @@ class EpochTotals:
             return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
         return torch.cat(self.indices), torch.cat(self.scores).float().cpu()
 
-    def over_ranks(self) -> tuple[float, float, float, float, float]:
-        """(loaded, forward, backward, loss sum, correct), summed over ranks."""
+    def over_ranks(self) -> tuple[float, float, float, float, float, float]:
+        """(loaded, forward, backward, loss sum, correct, noisy trained), summed over ranks."""
         return tuple(ddp.sum_over_ranks([self.loaded, self.forward, self.backward, float(self.loss_sum),
-                                         float(self.correct)]))
+                                         float(self.correct), float(self.noisy)]))
 
 
 class GradientWindow:

@@ -27,12 +27,22 @@ from astray.engine import batchnorm, ddp
 from astray.engine.data import IndexedDataset, PlanSampler, build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
 from astray.engine.flops import measure_sample_flops
+from astray.engine.irreducible import SetupCost, irreducible_losses
 from astray.engine.models import check_model_name, create_model
-from astray.engine.records import EpochRow, macro_f1, read_metrics, read_steps, write_metrics, write_steps
+from astray.engine.records import (
+    EpochRow,
+    macro_f1,
+    read_metrics,
+    read_steps,
+    write_flips,
+    write_metrics,
+    write_steps,
+)
 from astray.engine.schedule import lr_at, make_optimizer
 from astray.engine.state import (
     BEST,
     CONFIG,
+    LABEL_NOISE,
     LAST,
     METRICS,
     STEPS,
@@ -80,6 +90,7 @@ class EpochWork:
     energy_j: float  # this rank's meter window
     stop: bool  # training.max_minutes ran out during the epoch
     steps: list[dict[str, Any]]  # the epoch's rows of steps.parquet
+    noisy: float = 0.0  # samples trained whose label dataset.label_noise flipped, all ranks
 
 
 def resolve_device(name: str) -> torch.device:
@@ -146,6 +157,8 @@ class Trainer:
 
         self.data = build_datasets(cfg.dataset)
         self.recalibration_data = IndexedDataset(self.data.train.base, self.data.val.transform)
+        noisy = self.data.noisy_mask()
+        self.noisy_of = None if noisy is None else noisy.to(device)
         model = create_model(cfg.model, self.data.num_classes).to(device)
         if cfg.model.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -174,6 +187,7 @@ class Trainer:
         self.rows: list[dict[str, Any]] = []
         self.step_rows: list[dict[str, Any]] = []  # steps.parquet
         self.start_epoch, self.best_acc, self.epochs_no_gain, self.elapsed_before = 0, -1.0, 0, 0.0
+        self.setup = SetupCost()  # work before the first epoch (the irreducible-loss models), this run
         if resume:
             self.load_state_dict(load_checkpoint(out / LAST), model)
             if (out / METRICS).exists():
@@ -192,6 +206,8 @@ class Trainer:
         if ddp.is_primary():
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / CONFIG)
+            if self.data.flips:
+                write_flips(self.data.flips, out / LABEL_NOISE)
             if cfg.logging.tensorboard:
                 self.tensorboard = RunTensorBoard(out, (out / CONFIG).read_text())
         # One training loader for the run (docs/design.md §10): its workers persist and
@@ -214,6 +230,17 @@ class Trainer:
             f"{len(self.data.val)} val / {len(self.data.test)} test; {self.data.preprocessing}), strategy {a.strategy}, "
             f"{self.world} process(es) on {device}, "
             f"energy source {self.meter.source}" + (f" (idle {self.idle_w:.1f} W subtracted)" if self.idle_w else ""))
+        if a.significance == "reducible" and self.method.irreducible is None:
+            # Before the first epoch (or on resuming a run whose checkpoint predates them).
+            losses, self.setup = irreducible_losses(
+                cfg, self.data.train, self.recalibration_data, self.data.num_classes, device, self.sample_flops,
+                self.meter, log, lambda x: _inputs_to_device(x, device, cfg.model.channels_last))
+            self.method.irreducible = losses.to(device)
+            log(f"irreducible loss: {self.setup.flops / self.sample_flops.dense(len(self.data.train)):.2f} dense "
+                f"epochs of FLOPs, {self.setup.time_s:.1f}s, {self.setup.energy_j:.1f} J ({self.meter.source}), "
+                f"charged to epoch {self.start_epoch + 1}")
+        elif self.method.irreducible is not None:
+            self.method.irreducible = self.method.irreducible.to(device)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, epoch: int, time_s: float, rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
@@ -225,6 +252,7 @@ class Trainer:
             "rng": rng_per_rank[0], "rng_per_rank": rng_per_rank, "epoch": epoch, "best_val_acc": self.best_acc,
             "epochs_without_gain": self.epochs_no_gain, "time_s": time_s,
             "astray_version": __version__, "model_name": self.cfg.model.name, "num_classes": self.data.num_classes,
+            "irreducible": self.method.irreducible.cpu() if self.method.irreducible is not None else None,
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], model: torch.nn.Module) -> None:
@@ -234,6 +262,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.controller.load_state_dict(ckpt["controller"])
         self.method.load_state_dict(ckpt["strategy"])
+        if ckpt.get("irreducible") is not None and self.cfg.ast.significance == "reducible":
+            self.method.irreducible = ckpt["irreducible"].float()
         per_rank = ckpt.get("rng_per_rank") or []
         # Each rank continues its own stream; a checkpoint from another world size (or
         # from before per-rank states) gives every rank the primary's.
@@ -270,7 +300,7 @@ class Trainer:
                           self.controller, lambda: self.optimizer.param_groups[0]["lr"],
                           self._bar(steps, f"epoch {epoch + 1}/{t.epochs} [{method.name if sparse else Dense.name}]"),
                           target, log)
-        totals, window = EpochTotals(self.device), GradientWindow()
+        totals, window = EpochTotals(self.device, self.noisy_of), GradientWindow()
         stop = False
         self.meter.begin()
         t0 = time.perf_counter()
@@ -295,10 +325,10 @@ class Trainer:
         totals.check(lambda: self._diverged(f"in epoch {epoch + 1}"))
         method.observe(*ddp.gather_scores(*totals.measured()))  # rule 4
         ddp.check_same_on_all_ranks(self.controller.threshold, "controller threshold")  # rule 3
-        loaded, forward, backward, loss_sum, correct = totals.over_ranks()
+        loaded, forward, backward, loss_sum, correct, noisy = totals.over_ranks()
         if self._loss_too_high(loss_sum / max(loaded, 1)):
             raise self._diverged(f"in epoch {epoch + 1}")
-        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop, trace)
+        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop, trace, noisy)
 
     def _load(self, plan) -> torch.Tensor | None:
         """Hand this rank's share of ``plan`` to the loader; the per-sample loss weights by
@@ -323,7 +353,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(cfg, progress, self.world)
         elapsed = self.elapsed_before + time.perf_counter() - self.started
-        s = train_step(self.model, x, y, weights, self.method, self.controller, self.settings, sparse=sparse,
+        s = train_step(self.model, x, y, weights, self.method, self.controller, self.settings, indices=idx, sparse=sparse,
                        progress=progress, stop_requested=t.max_minutes > 0 and elapsed > 60 * t.max_minutes,
                        nonfinite_seen=nonfinite, calibrate=calibrate, window_end=window_end)
         if s.diverged is True:
@@ -408,21 +438,29 @@ class Trainer:
             # Both splits every epoch; only validation decides anything below (docs/design.md §9).
             val = self.evaluate("val") | self.evaluate("test")
             val_energy = self.meter.end()
-            train_time, elapsed = ddp.slowest([work.train_time_s, time.perf_counter() - self.started])
-            energy = max(0.0, work.energy_j - self.idle_w * work.train_time_s) if self.idle_w else work.energy_j
+            # The work before the first epoch (self.setup) is charged to the first this run trains.
+            setup, self.setup = self.setup, SetupCost()
+            train_s = work.train_time_s + setup.time_s
+            train_time, elapsed, setup_time = ddp.slowest([train_s, time.perf_counter() - self.started, setup.time_s])
+            energy_j = work.energy_j + setup.energy_j
+            energy = max(0.0, energy_j - self.idle_w * train_s) if self.idle_w else energy_j
+            setup_energy = max(0.0, setup.energy_j - self.idle_w * setup.time_s) if self.idle_w else setup.energy_j
+            setup_flops = ddp.sum_over_ranks([setup.flops])[0]
             n_total = len(self.data.train)
             row = EpochRow(
                 epoch=epoch + 1, train_loss=work.loss_sum / max(work.loaded, 1),
                 train_acc=work.correct / max(work.loaded, 1), **val,
                 activation_rate=work.backward / n_total, threshold=self.controller.threshold,
                 samples_total=n_total, samples_forward=int(work.forward), samples_backward=int(work.backward),
-                flops=self.sample_flops.executed(int(work.forward), int(work.backward)),
+                flops=self.sample_flops.executed(int(work.forward), int(work.backward)) + setup_flops,
                 flops_dense=self.sample_flops.dense(n_total),
                 train_time_s=float(train_time), time_s=self.elapsed_before + float(elapsed),
                 energy_j=ddp.sum_over_devices(self.meter.device_keys, energy),
                 val_energy_j=ddp.sum_over_devices(self.meter.device_keys, val_energy),
                 energy_source=self.meter.source, energy_scope=self.energy_scope, idle_w=self.idle_w,
                 lr=self.optimizer.param_groups[0]["lr"], strategy=self.method.name if sparse else Dense.name,
+                noisy_share=work.noisy / max(work.backward, 1), setup_flops=setup_flops, setup_time_s=float(setup_time),
+                setup_energy_j=ddp.sum_over_devices(self.meter.device_keys, setup_energy),
             ).as_dict()
             self.rows.append(row)
             self.step_rows.extend(work.steps)

@@ -73,6 +73,9 @@ class SparseMethod:
     #: A sparse epoch trains a biased subset (chosen by score before loading), which pulls
     #: BatchNorm's running statistics off the data: precise BN after it (docs/design.md §4).
     biased_batches: ClassVar[bool] = False
+    #: It chooses what to train by significance, so ``ast.significance`` and
+    #: ``ast.upper_quantile`` change what it trains (docs/design.md §11).
+    selects_by_significance: ClassVar[bool] = False
 
     def __init__(self, ast: ASTConfig, ctx: MethodContext) -> None:
         if ctx.dataset_size <= 0:
@@ -80,10 +83,49 @@ class SparseMethod:
         self.ast = ast
         self.settings = settings_of(ast, type(self))
         self.ctx = ctx
+        #: ``ast.significance=reducible``: each training sample's irreducible loss (set by
+        #: the trainer before the first epoch; in the checkpoint with the run).
+        self.irreducible: torch.Tensor | None = None
 
     @classmethod
     def check(cls, ast: ASTConfig, settings: Any) -> None:
         """Checks across ``ast`` and the method's settings; a one-line ConfigError."""
+
+    @classmethod
+    def check_significance(cls, ast: ASTConfig) -> None:
+        """``ast.significance`` and ``ast.upper_quantile`` only mean something to a method
+        that selects by significance; elsewhere they are a one-line error, not ignored."""
+        if cls.selects_by_significance:
+            return
+        users = ", ".join(m.name for m in METHODS.values() if m.selects_by_significance)
+        if ast.significance != "loss":
+            raise ConfigError(f"ast.significance={ast.significance!r} is not allowed with ast.strategy={cls.name}, "
+                              f"which does not select by significance; use it with {users}, or set loss")
+        if ast.upper_quantile < 1:
+            raise ConfigError(f"ast.upper_quantile={ast.upper_quantile:g} is not allowed with "
+                              f"ast.strategy={cls.name}, which does not select by significance; use it with "
+                              f"{users}, or set 1")
+
+    # ------------------------------------------------------------------ significance
+    def score(self, sig: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor:
+        """The significance it selects by, from the plain one (loss + entropy term) of
+        dataset ``indices``. With ``ast.significance=reducible``: softplus(loss + entropy
+        term − irreducible loss), so a sample the held-out model also gets wrong (a
+        mislabelled one) scores low (docs/design.md §11). Softplus keeps it positive, as
+        the controller's threshold is, and keeps the ranking."""
+        if self.irreducible is None or indices is None:
+            return sig
+        il = self.irreducible.to(sig.device)[indices.to(sig.device)]
+        return torch.nn.functional.softplus(sig - il)
+
+    def ceiling(self, scores: torch.Tensor) -> float:
+        """``ast.upper_quantile`` of the finite ``scores``: above it a sample is not trained
+        (+inf when the band is off or no score is finite)."""
+        q = self.ast.upper_quantile
+        if q >= 1:
+            return float("inf")
+        finite = scores[torch.isfinite(scores)]
+        return float(torch.quantile(finite.float(), q)) if finite.numel() else float("inf")
 
     # ------------------------------------------------------------------ when
     def is_sparse(self, epoch: int) -> bool:
@@ -173,6 +215,7 @@ def resolve_methods(ast: ASTConfig, build: Any) -> None:
     ast.methods = {name: value if isinstance(value, m.Settings) else build(m.Settings, f"ast.{name}", value)
                    for name, m in METHODS.items() for value in [ast.methods.get(name)]}
     cls.check(ast, ast.methods[cls.name])
+    cls.check_significance(ast)
 
 
 def _unknown(key: str) -> ConfigError:
@@ -207,4 +250,5 @@ def create_method(ast: ASTConfig, ctx: MethodContext) -> SparseMethod:
     """Build the method ``ast.strategy`` names."""
     cls = method_class(ast.strategy)
     cls.check(ast, settings_of(ast, cls))
+    cls.check_significance(ast)
     return cls(ast, ctx)

@@ -39,6 +39,7 @@ class Reforward(SparseMethod):
                   "`ast.reforward.shape_buckets` sizes (top-k by significance, rounding error carried), so kernel "
                   "plans are reused")
     scores_before_backward = True
+    selects_by_significance = True
     uses_controller = True
     aims_at_target = True
 
@@ -53,7 +54,9 @@ class Reforward(SparseMethod):
         return super().plan_epoch(epoch, controller, dense)
 
     def select(self, sig: torch.Tensor, threshold: float) -> torch.Tensor:
-        return select_active(sig, threshold, self.ast.min_active_fraction, self.buckets)
+        # The band's ceiling is the batch's own quantile: a uniform sample of the data,
+        # scored by the current weights (a host read per step, only with the band on).
+        return select_active(sig, threshold, self.ast.min_active_fraction, self.buckets, self.ceiling(sig))
 
     @property
     def bounded_shapes(self) -> bool:

@@ -73,7 +73,7 @@ class ShapeBuckets:
 
 
 def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: float,
-                  buckets: ShapeBuckets | None = None) -> torch.Tensor:
+                  buckets: ShapeBuckets | None = None, ceiling: float = math.inf) -> torch.Tensor:
     """Indices (sorted) of the samples that get a backward pass.
 
     Those whose significance exceeds ``threshold``; a floor of
@@ -83,12 +83,16 @@ def select_active(sig: torch.Tensor, threshold: float, min_active_fraction: floa
     (never below the floor), and the selection is the top-k by significance.
     Selection is by index, never by multiplying with a mask, so NaN in an inactive
     sample cannot reach the gradient; a NaN sample is never selected while finite ones
-    remain.
+    remain. A sample above ``ceiling`` (``ast.upper_quantile``'s band) is never
+    selected: it ranks with the NaNs, and the floor is filled below the ceiling (a
+    score of +inf, a sample never seen, is not above it: it is always kept).
     """
     n = sig.numel()
-    ranked = torch.nan_to_num(sig.float(), nan=-math.inf)  # NaN ranks below everything
+    ranked = torch.nan_to_num(sig.float(), nan=-math.inf, posinf=math.inf)  # NaN ranks below everything
+    if ceiling < math.inf:
+        ranked = torch.where((ranked > ceiling) & (ranked < math.inf), torch.full_like(ranked, -math.inf), ranked)
     # The one host read of a scored step: the selection's size decides a tensor shape.
-    above, nans = torch.stack([(ranked > threshold).sum(), torch.isnan(sig).sum()]).tolist()
+    above, nans = torch.stack([(ranked > threshold).sum(), (ranked == -math.inf).sum()]).tolist()
     usable = n - nans
     floor = min(usable, math.ceil(min_active_fraction * n))
     k = max(above, floor)

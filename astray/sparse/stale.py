@@ -64,6 +64,7 @@ class Stale(SparseMethod):
     uses_controller = True
     aims_at_target = True
     biased_batches = True
+    selects_by_significance = True
 
     def __init__(self, ast: ASTConfig, ctx: MethodContext) -> None:
         super().__init__(ast, ctx)
@@ -118,16 +119,20 @@ class Stale(SparseMethod):
                 self.backdate = torch.randint(0, self.max_age, (n,), generator=epoch_generator(seed, epoch, stream=1))
             return EpochPlan(perm, None, n)
         overdue = self._overdue(epoch) if self.max_age > 0 else torch.zeros(n, dtype=torch.bool)
+        # ast.upper_quantile's band, over the stored scores (never-seen samples excluded);
+        # overdue refreshes still train a sample above it (that is how its score moves).
+        ceiling = self.ceiling(self.table.scores)
         kept, weights, trace = [], [], []
         n_windows = math.ceil(n / self.window)
         for w in range(n_windows):
             idx = perm[w * self.window:(w + 1) * self.window]
             forced = overdue[idx]
             chosen = torch.zeros(idx.numel(), dtype=torch.bool)
-            chosen[select_active(self.table.scores[idx], controller.threshold, self.ast.min_active_fraction)] = True
+            scores = self.table.scores[idx]
+            chosen[select_active(scores, controller.threshold, self.ast.min_active_fraction, ceiling=ceiling)] = True
             weight = torch.ones(idx.numel())
             if self.keep_prob > 0:
-                lucky = ~chosen & (coins[idx] < self.keep_prob)
+                lucky = ~chosen & (coins[idx] < self.keep_prob) & ~((scores > ceiling) & (scores < math.inf))
                 weight[lucky] = 1.0 / self.keep_prob
                 chosen |= lucky
             # The controller holds the realised share, overdue refreshes included: they take

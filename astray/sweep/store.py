@@ -58,6 +58,8 @@ TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("time_s", pa.float64()),
     ("epochs", pa.int64()),
     ("activation_rate", pa.float64()),  # realised mean over the epochs
+    ("noisy_share", pa.float64()),     # of all samples trained, the share dataset.label_noise flipped
+    ("setup_energy_j", pa.float64()),  # of energy_j, the work before training (irreducible-loss models)
     ("error", pa.string()),
     ("node_id", pa.string()),          # Ray node(s) the trial ran on, comma-separated
     ("started_at", pa.float64()),      # unix seconds the driver saw the trial start (first attempt)
@@ -114,6 +116,9 @@ def trial_summary(trial_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "time_s": rows[-1]["time_s"],
         "epochs": len(rows),
         "activation_rate": sum(r["activation_rate"] for r in rows) / len(rows),
+        "noisy_share": (sum(_get(r, "noisy_share") * r["samples_backward"] for r in rows)
+                        / max(1, sum(r["samples_backward"] for r in rows))),
+        "setup_energy_j": sum(_get(r, "setup_energy_j") for r in rows),
     }
 
 

@@ -20,12 +20,13 @@ README_MAX_LINES = 350
 
 
 def _defaults() -> dict[str, object]:
-    """Every run-config key (each method's ``ast.<method>.<key>`` included) → its default."""
+    """Every run-config key (each method's ``ast.<method>.<key>`` and the keys of sections
+    inside sections, ``dataset.label_noise.rate``, included) → its default."""
     out: dict[str, object] = {}
 
     def walk(tree: dict, prefix: str) -> None:
         for k, v in tree.items():
-            if isinstance(v, dict) and prefix == "ast." and k in METHODS:
+            if isinstance(v, dict):
                 walk(v, f"{prefix}{k}.")
             else:
                 out[f"{prefix}{k}"] = v
