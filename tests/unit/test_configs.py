@@ -78,3 +78,28 @@ def test_fashion_config_reads_the_debian_files_or_says_where_they_come_from(tmp_
     assert spec.run.ast.strategy == "stale" and spec.run.ast.warmup_epochs >= 1
     with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist"):
         load_sweep_spec(str(REPO / "configs/fashion.yaml"), [f"dataset.root={tmp_path / 'absent'}"])
+
+
+def test_the_noisy_fashion_sweep_searches_the_robust_significance(tmp_path):
+    """configs/fashion_noisy.yaml: 40 % noise, the method, its significance, the band and
+    the irreducible-loss epochs searched; its trials resolve, and its baselines train
+    plain loss without a band (they select by nothing)."""
+    from astray.config.load import build_config
+    from astray.sweep.trial_config import resolved_trial_run, trial_run_config
+
+    spec = load_sweep_spec(str(REPO / "configs/fashion_noisy.yaml"), [f"dataset.root={tmp_path}"])
+    assert spec.run.dataset.label_noise.rate == 0.4 and spec.run.dataset.label_noise.kind == "symmetric"
+    keys = {p.key for p in spec.search.params}
+    assert {"ast.strategy", "ast.significance", "ast.upper_quantile", "ast.irreducible.epochs"} <= keys
+    trial = resolved_trial_run(spec, {"ast.strategy": "stale", "ast.significance": "reducible",
+                                      "ast.upper_quantile": 0.8, "ast.target_activation": 0.3,
+                                      "ast.irreducible.epochs": 3, "seed": 1})
+    assert trial["ast"]["strategy"] == "stale" and trial["ast"]["significance"] == "reducible"
+    assert trial["ast"]["upper_quantile"] == 0.8 and trial["ast"]["irreducible"]["epochs"] == 3
+    assert trial["dataset"]["label_noise"]["rate"] == 0.4
+    budgets = [b.value for b in spec.search.parsed_baselines if b.kind == "dense"]
+    assert budgets == [1.0, 0.75, 0.5, 0.3]
+    for b in spec.search.parsed_baselines:
+        run = build_config(trial_run_config(spec, {"baseline_kind": b.kind, "baseline_value": b.value}))
+        assert run.ast.significance == "loss" and run.ast.upper_quantile == 1.0
+        assert run.dataset.label_noise.rate == 0.4  # the baselines see the same noisy labels
