@@ -279,3 +279,27 @@ def test_torchrun_two_processes_end_to_end(tmp_path, env_one_thread, strategy, a
     # rank's state is saved so that a resume continues every one of them.
     states = torch.load(out / "last.pt", weights_only=True)["rng_per_rank"]
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+
+
+@pytest.mark.slow
+def test_torchrun_noisy_labels_and_reducible_significance(tmp_path, env_one_thread):
+    """Two ranks with label noise and reducible significance under stale, whose plan every
+    rank builds from its score table: the irreducible losses must be the same on every rank
+    (rank 0's are kept), or the thresholds would differ and the run stop (rule 3). Both
+    ranks train the irreducible models, and both ranks' work is counted."""
+    out = tmp_path / "run"
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "astray.train", str(REPO / "configs/quickstart.yaml")]
+    extra = {"ast.strategy": "stale", "ast.warmup_epochs": 1, "ast.significance": "reducible",
+             "ast.irreducible.epochs": 1, "ast.upper_quantile": 0.9, "dataset.label_noise.rate": 0.3}
+    for item in small_overrides(out, **extra):
+        cmd += ["--set", item]
+    proc = subprocess.run(cmd, cwd=REPO, env=env_one_thread, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    first = rows[0]
+    # 2 ranks × (1 epoch on each half of the data + a scoring forward of every sample).
+    assert 2 * 1.2 < first["setup_flops"] / first["flops_dense"] < 2 * 1.5
+    assert all(0 < r["noisy_share"] < 1 for r in rows)
+    assert pq.read_table(out / "label_noise.parquet").num_rows > 0
+    assert torch.isfinite(torch.load(out / "last.pt", weights_only=True)["irreducible"]).all()
