@@ -149,6 +149,8 @@ def headline_text(h: Headline, multi: bool = False) -> str:
         conf = h.confirmation
         fresh = (f" On {seeds(conf.n)} never used in the search it saves {100 * conf.energy_saving:.1f}% "
                  f"({_interval_words(conf)}).") if conf is not None else ""
+        if conf is None and h.confirmation_note:
+            fresh = f" Confirmation not shown: {h.confirmation_note}."
         return (f"{where}No searched configuration beats training less: none is on the front. The closest, "
                 f"{h.best.config_id}, saves {number} energy against dense at equal accuracy ({ci}){by}.{fresh}")
     if h.confirmation is not None:

@@ -82,7 +82,7 @@ def write_sweep_report(sweep_dirs: list[str], objectives: str | None = None, out
 
 def pick_confirmation(root: Path) -> tuple[list[str], str]:
     """What ``search.confirm`` trains once the search has finished: the headline
-    configuration and the two dense budgets bracketing it (``confirmation_pick``)."""
+    configuration, the dense budgets bracketing it and their neighbours (``confirmation_pick``)."""
     return confirmation_pick(read_sweep(root))
 
 

@@ -346,8 +346,8 @@ class SearchConfig:
     baseline: bool | None = None  # short form: true = baselines {dense_budgets: [1.0]}, false = none
     baselines: dict[str, Any] | None = None  # {dense_budgets: [1.0, 0.5], random: [0.3]}; default dense 1.0
     repeats: int = 1  # seed replicates of every configuration, searched or baseline
-    # After the search: fresh seeds for the headline configuration and the two dense
-    # budgets bracketing it (docs/design.md §9); 0 = none.
+    # After the search: fresh seeds for the headline configuration, the two dense
+    # budgets bracketing it and their frontier neighbours (docs/design.md §9); 0 = none.
     confirm: int = 0
 
     def __post_init__(self) -> None:
@@ -400,7 +400,7 @@ class SearchConfig:
         return (self.num_samples + len(self.parsed_baselines)) * self.repeats + CONFIRMED_CONFIGS * self.confirm
 
 
-CONFIRMED_CONFIGS = 3  # the headline configuration and the two dense budgets bracketing it
+CONFIRMED_CONFIGS = 5  # at most: the headline configuration, the two dense budgets bracketing it and their neighbours
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

@@ -224,7 +224,7 @@ class TrialPlan:
 
 class ConfirmationPlan:
     """Fresh seeds, after the search, for the configurations it picked (docs/design.md §9):
-    the headline configuration and the two dense budgets bracketing it, each trained
+    the headline configuration, the dense budgets bracketing it and their neighbours, each trained
     ``n`` more times as replicates ``repeats .. repeats + n − 1`` (seeds
     ``training.seed + replicate``, never used by the search). Its trials carry
     ``search_phase = confirmation`` and Optuna is never told them. Like the search's

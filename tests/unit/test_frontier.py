@@ -561,12 +561,26 @@ def test_the_headline_reports_the_confirmation_and_the_search_is_left_as_it_was(
                                                        "saved 20.0% energy at equal accuracy in the search")
 
 
+def test_an_off_front_headline_says_why_its_confirmation_is_not_shown():
+    # Dominated by dense@1 in the search (0.85 at 110 J); on fresh seeds it reaches 0.95,
+    # above every confirmed dense budget: the sentence says the confirmation ran and why
+    # it cannot be read, instead of dropping it (frontier_sweep's store did so).
+    rows = frontier_rows([0.849, 0.851], [109.5, 110.5]) + confirmation_rows([0.949, 0.951], [110.0, 110.0])
+    (h,) = analyze([sweep_from_rows("s", rows)], ACC_ENERGY).headlines
+    assert not h.on_front and h.confirmation is None
+    text = headline_text(h)
+    assert text.startswith("No searched configuration beats training less: none is on the front. The closest, ")
+    assert "dominates it. Confirmation not shown: the confirmation of search-0000 cannot be read off its " \
+           "frontier (" in text and "above the frontier's range" in text
+
+
 def test_confirmation_picks_the_headline_and_the_dense_budgets_that_bracket_it(tmp_path):
     rows = frontier_rows([0.849, 0.851], [59.5, 60.5]) + ordered(
         replicates("dense@0.3", "dense", 0.3, [0.70, 0.70], [30.0, 30.0], target=1.0))
     root = build_store(tmp_path / "s", rows)
     picked, why = confirmation_pick(read_sweep(root))
-    assert picked == ["search-0000", "dense@0.5", "dense@1"]
+    # The bracketing pair first, then its neighbour on the frontier (dense@1 has none above).
+    assert picked == ["search-0000", "dense@0.5", "dense@1", "dense@0.3"]
     assert why.startswith("best configuration search-0000 beats training less")
     # Outside the frontier's accuracy range there is nothing to confirm against.
     root = build_store(tmp_path / "off", frontier_rows([0.949, 0.951], [119.5, 120.5]))
