@@ -178,8 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     done: list[dict] = []
     if args.resume and args.out.exists():
         saved = json.loads(args.out.read_text())
-        if saved.get("settings") == settings:
+        # Which arms is not a setting of the runs: resuming with more arms keeps the others.
+        same = ("arms", "no_quickstart")
+        if {k: v for k, v in saved.get("settings", {}).items() if k not in same} == \
+                {k: v for k, v in settings.items() if k not in same}:
             done = saved.get("runs", [])
+        else:
+            print(f"[accuracy] --resume: {args.out} was written with other settings; starting afresh", flush=True)
+        settings["arms"] = ",".join(x for x in (saved.get("settings", {}).get("arms", ""), args.arms) if x) \
+            if done else args.arms
     record = {"settings": settings, "git_commit": git_commit(), "hardware": hardware(),
               "libraries": library_versions(), "command": " ".join(sys.argv), "runs": done}
 
