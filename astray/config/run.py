@@ -199,7 +199,7 @@ class TrainingConfig:
     max_loss: float = 1e4  # mean per-sample loss above this counts as diverged; 0 = only NaN/inf
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads; 0 = OMP_NUM_THREADS, else the CPUs of the affinity mask / local processes
     compile: bool = False  # torch.compile the model (measured slower on CPU; see the README)
 
     def __post_init__(self) -> None:

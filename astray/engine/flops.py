@@ -18,9 +18,14 @@ from torch.utils.flop_counter import FlopCounterMode
 class SampleFlops:
     forward: float  # FLOPs of one sample's forward pass
     backward: float  # FLOPs of one sample's backward pass
+    scoring: float | None = None  # FLOPs of one sample's scoring forward (at the score scale); None = forward
 
-    def executed(self, samples_forward: int, samples_backward: int) -> float:
-        return self.forward * samples_forward + self.backward * samples_backward
+    def executed(self, samples_forward: int, samples_backward: int, samples_scored: int = 0) -> float:
+        """FLOPs of the passes run: ``samples_forward`` includes the ``samples_scored``
+        scoring forwards, which cost :attr:`scoring` each."""
+        scoring = self.forward if self.scoring is None else self.scoring
+        return (self.forward * (samples_forward - samples_scored) + scoring * samples_scored
+                + self.backward * samples_backward)
 
     def dense(self, samples: int) -> float:
         return (self.forward + self.backward) * samples
@@ -39,3 +44,13 @@ def measure_sample_flops(model: nn.Module, example: torch.Tensor, batch: int = 2
     with FlopCounterMode(display=False) as bwd:
         out.float().sum().backward()
     return SampleFlops(fwd.get_total_flops() / batch, bwd.get_total_flops() / batch)
+
+
+def measure_forward_flops(model: nn.Module, example: torch.Tensor, batch: int = 2) -> float:
+    """FLOPs of one sample's no-grad, train-mode forward on ``example`` (any size the
+    model takes), on a deep copy of the model."""
+    probe = copy.deepcopy(model).train()
+    x = example.unsqueeze(0).expand(batch, *example.shape).contiguous()
+    with torch.no_grad(), FlopCounterMode(display=False) as fwd:
+        probe(x)
+    return fwd.get_total_flops() / batch

@@ -53,6 +53,8 @@ class EpochRow:
     #                     charged to the first epoch: included in its flops, train_time_s and energy_j; 0 otherwise
     setup_time_s: float = 0.0
     setup_energy_j: float = 0.0
+    samples_scored: int = 0  # of samples_forward, the scoring forwards (ast.reforward.score_scale: at that size)
+    threads: int = 0  # torch intra-op threads of each process (training.threads, docs/design.md §12)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

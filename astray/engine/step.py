@@ -46,19 +46,49 @@ class StepStats:
     diverged: bool | torch.Tensor  # some rank saw a non-finite loss in the previous step (bool under DDP)
     synced: bool = True  # its backward all-reduced gradients (False: none ran, or under no_sync)
     trained: torch.Tensor | None = None  # positions in the batch that got a backward pass; None = all loaded
+    scored: int = 0  # of ``forward``, the scoring forwards (at the method's score_scale)
 
 
-def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings) -> torch.Tensor:
-    """No-grad forward in train mode on the unwrapped model (no DDP collective).
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The image size a scoring forward at ``scale`` sees: each side rounded, at least 1 px."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def downscale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """The batch resized by ``scale`` (bilinear, antialiased, so a smaller copy averages
+    its pixels rather than skipping them); ``x`` itself when the scale keeps its size."""
+    size = scaled_size(x.shape[-2], x.shape[-1], scale)
+    if scale >= 1 or size == tuple(x.shape[-2:]):
+        return x
+    # In float (antialiasing wants it); the memory format (channels-last) carries over.
+    return F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False).to(x.dtype)
+
+
+def _score(model: nn.Module, x: torch.Tensor, settings: StepSettings, scale: float = 1.0) -> torch.Tensor:
+    """No-grad forward in train mode on the unwrapped model (no DDP collective), on the
+    batch resized by ``scale`` (``ast.reforward.score_scale``, docs/design.md §12).
 
     Train mode, because the threshold was calibrated on train-mode significance in the
     dense warm-up: eval mode normalises with running statistics that lag the weights,
     and its scores sit on another scale (docs/design.md §4). This forward also updates
     the BatchNorm running statistics from the *whole* batch; the training forward on
-    the selected subset then leaves them alone (``batchnorm.frozen_statistics``).
+    the selected subset then leaves them alone (``batchnorm.frozen_statistics``). Below
+    scale 1 it is the other way round: statistics of the smaller copy would not be those
+    of the full-size images evaluation sees, so this forward leaves them alone and the
+    training forward on the selected subset updates them (:func:`scores_keep_statistics`).
     """
-    with torch.no_grad(), settings.autocast():
-        return ddp.unwrap(model)(x)
+    net = ddp.unwrap(model)
+    with torch.no_grad():
+        x = downscale(x, scale)
+        with settings.autocast(), (contextlib.nullcontext() if scores_keep_statistics(scale)
+                                   else batchnorm.frozen_statistics(net)):
+            return net(x)
+
+
+def scores_keep_statistics(scale: float) -> bool:
+    """Whether the scoring forward at ``scale`` is the one that updates BatchNorm's
+    running statistics (full size), rather than the training forward (docs/design.md §12)."""
+    return scale >= 1
 
 
 def train_step(
@@ -99,7 +129,7 @@ def train_step(
     n = y.numel()
     scoring = sparse and method.scores_before_backward
     if scoring:
-        logits_all = _score(model, x, settings)
+        logits_all = _score(model, x, settings, method.score_scale)
         sig = method.score(significance(logits_all, y, settings.entropy_weight), indices)
         selected = method.select(sig, controller.threshold)
     else:
@@ -124,7 +154,9 @@ def train_step(
             scale = 0.0
         synced = window_end or stop
         with ddp.gradient_sync(model, synced):  # forward and backward both inside, as DDP requires
-            with settings.autocast(), (batchnorm.frozen_statistics(model) if scoring else contextlib.nullcontext()):
+            # A zero-weight stand-in (nothing selected on this rank) never moves them.
+            frozen = scoring and (scores_keep_statistics(method.score_scale) or n_selected == 0)
+            with settings.autocast(), (batchnorm.frozen_statistics(model) if frozen else contextlib.nullcontext()):
                 logits = model(xs)
                 per_sample = F.cross_entropy(logits.float(), ys, reduction="none",
                                              label_smoothing=settings.label_smoothing)
@@ -158,7 +190,7 @@ def train_step(
         else:
             ce = correct = torch.zeros((), device=x.device)
     return StepStats(n, forward, backward, global_active, global_loaded, global_weight, ce, correct,
-                     sig.detach(), stop, diverged, synced, selected)
+                     sig.detach(), stop, diverged, synced, selected, n if scoring else 0)
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, settings: StepSettings,

@@ -19,7 +19,7 @@ class EpochTotals:
     """One rank's running totals of an epoch, and the samples' measured significance."""
 
     def __init__(self, device: torch.device, noisy_of: torch.Tensor | None = None) -> None:
-        self.loaded = self.forward = self.backward = 0
+        self.loaded = self.forward = self.backward = self.scored = 0
         # dataset.label_noise: True per flipped training sample (on the device); the count
         # of flipped samples trained stays a device scalar until the epoch's end.
         self.noisy_of = noisy_of
@@ -37,6 +37,7 @@ class EpochTotals:
         self.loaded += s.loaded
         self.forward += s.forward
         self.backward += s.backward
+        self.scored += s.scored
         self.loss_sum += s.loss_sum
         self.correct += s.correct
         if self.distributed:
@@ -64,10 +65,10 @@ class EpochTotals:
             return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
         return torch.cat(self.indices), torch.cat(self.scores).float().cpu()
 
-    def over_ranks(self) -> tuple[float, float, float, float, float, float]:
-        """(loaded, forward, backward, loss sum, correct, noisy trained), summed over ranks."""
+    def over_ranks(self) -> tuple[float, float, float, float, float, float, float]:
+        """(loaded, forward, backward, loss sum, correct, noisy trained, scored), summed over ranks."""
         return tuple(ddp.sum_over_ranks([self.loaded, self.forward, self.backward, float(self.loss_sum),
-                                         float(self.correct), float(self.noisy)]))
+                                         float(self.correct), float(self.noisy), self.scored]))
 
 
 class GradientWindow:

@@ -8,7 +8,9 @@ into ``astray.engine.ddp`` (docs/design.md §3). The command is ``astray.cli.tra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from astray.config.run import RunConfig
 from astray.engine import batchnorm, ddp
 from astray.engine.data import IndexedDataset, PlanSampler, build_datasets
 from astray.engine.energy import create_meter, measure_idle_watts
-from astray.engine.flops import measure_sample_flops
+from astray.engine.flops import SampleFlops, measure_forward_flops, measure_sample_flops
 from astray.engine.irreducible import SetupCost, irreducible_losses
 from astray.engine.models import check_model_name, create_model
 from astray.engine.records import (
@@ -52,7 +54,7 @@ from astray.engine.state import (
     seed_everything,
     set_rng_state,
 )
-from astray.engine.step import StepSettings, StepStats, train_step
+from astray.engine.step import StepSettings, StepStats, downscale, train_step
 from astray.engine.steplog import StepLog
 from astray.engine.totals import EpochTotals, GradientWindow
 from astray.errors import ConfigError, TrainingDiverged
@@ -91,6 +93,29 @@ class EpochWork:
     stop: bool  # training.max_minutes ran out during the epoch
     steps: list[dict[str, Any]]  # the epoch's rows of steps.parquet
     noisy: float = 0.0  # samples trained whose label dataset.label_noise flipped, all ranks
+    scored: float = 0.0  # of ``forward``, the scoring forwards (at the method's score_scale), all ranks
+
+    def flops(self, per_sample: SampleFlops) -> float:
+        """The epoch's executed training FLOPs."""
+        return per_sample.executed(int(self.forward), int(self.backward), int(self.scored))
+
+
+def intra_op_threads(configured: int) -> tuple[int, str]:
+    """torch's intra-op threads for this process and where the number comes from:
+    ``training.threads``, else ``OMP_NUM_THREADS`` (Ray trials get it from their CPU
+    request), else the CPUs this process may run on (its affinity mask, not the
+    machine's count) shared among the processes of this node. torch's own default is
+    one thread per core of the machine, and on a shared node every step then waits
+    for the thread whose core another job took (docs/design.md §12)."""
+    if configured > 0:
+        return configured, "training.threads"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    where = f"{cpus} CPUs in this process's affinity" + (f" / {local} processes on this node" if local > 1 else "")
+    return max(1, cpus // local), where
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,8 +172,8 @@ class Trainer:
         self.cfg, self.out, self.device = cfg, out, device
         # The order below fixes how the global RNG is consumed: a resumed run and an
         # uninterrupted one must draw the same numbers.
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        self.threads, threads_from = intra_op_threads(t.threads)
+        torch.set_num_threads(self.threads)
         # Each rank its own stream (augmentation, loader workers); DDP broadcasts rank
         # 0's initial weights, and the strategies draw their plans from (seed, epoch).
         seed_everything(t.seed + ddp.rank())
@@ -165,6 +190,8 @@ class Trainer:
         self.sample_flops = measure_sample_flops(model, self.data.train[0][0].to(device))
         self.optimizer = make_optimizer(cfg, model)
         self.method = create_method(a, MethodContext(len(self.data.train), t.seed, t.epochs, t.batch_size, self.world))
+        if self.method.scores_before_backward and self.method.score_scale < 1:
+            self.sample_flops = self._scoring_flops(model, self.data.train[0][0].to(device))
         if device.type == "cuda":
             # Autotune kernels per shape only where shapes are bounded (docs/design.md §10).
             torch.backends.cudnn.benchmark = self.method.bounded_shapes
@@ -228,7 +255,7 @@ class Trainer:
         self.bars = ddp.is_primary() and (mode == "bar" or (mode == "auto" and sys.stdout.isatty()))
         log(f"astray {__version__}: {cfg.model.name} on {cfg.dataset.type} ({len(self.data.train)} train / "
             f"{len(self.data.val)} val / {len(self.data.test)} test; {self.data.preprocessing}), strategy {a.strategy}, "
-            f"{self.world} process(es) on {device}, "
+            f"{self.world} process(es) on {device}, {self.threads} thread(s) each ({threads_from}), "
             f"energy source {self.meter.source}" + (f" (idle {self.idle_w:.1f} W subtracted)" if self.idle_w else ""))
         if a.significance == "reducible" and self.method.irreducible is None:
             # Before the first epoch (or on resuming a run whose checkpoint predates them).
@@ -241,6 +268,21 @@ class Trainer:
                 f"charged to epoch {self.start_epoch + 1}")
         elif self.method.irreducible is not None:
             self.method.irreducible = self.method.irreducible.to(device)
+
+    def _scoring_flops(self, model: torch.nn.Module, example: torch.Tensor) -> SampleFlops:
+        """The per-sample FLOPs with the scoring forward's at ``ast.reforward.score_scale``;
+        a model that cannot take the smaller copy is a one-line config error here, not a
+        crash in the first sparse step."""
+        scale = self.method.score_scale
+        small = downscale(example.unsqueeze(0), scale)[0]
+        try:
+            scoring = measure_forward_flops(model, small)
+        except (RuntimeError, AssertionError, ValueError) as e:  # timm's fixed-size models assert
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"ast.{self.method.name}.score_scale={scale:g} scores {tuple(example.shape[-2:])} px "
+                              f"images at {tuple(small.shape[-2:])} px, which model.name={self.cfg.model.name} "
+                              f"cannot take ({first}); use a larger scale or dataset.image_size") from None
+        return dataclasses.replace(self.sample_flops, scoring=scoring)
 
     # ------------------------------------------------------------------ state
     def state_dict(self, epoch: int, time_s: float, rng_per_rank: list[dict[str, Any]]) -> dict[str, Any]:
@@ -325,10 +367,10 @@ class Trainer:
         totals.check(lambda: self._diverged(f"in epoch {epoch + 1}"))
         method.observe(*ddp.gather_scores(*totals.measured()))  # rule 4
         ddp.check_same_on_all_ranks(self.controller.threshold, "controller threshold")  # rule 3
-        loaded, forward, backward, loss_sum, correct, noisy = totals.over_ranks()
+        loaded, forward, backward, loss_sum, correct, noisy, scored = totals.over_ranks()
         if self._loss_too_high(loss_sum / max(loaded, 1)):
             raise self._diverged(f"in epoch {epoch + 1}")
-        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop, trace, noisy)
+        return EpochWork(loaded, forward, backward, loss_sum, correct, train_time, energy, stop, trace, noisy, scored)
 
     def _load(self, plan) -> torch.Tensor | None:
         """Hand this rank's share of ``plan`` to the loader; the per-sample loss weights by
@@ -452,7 +494,7 @@ class Trainer:
                 train_acc=work.correct / max(work.loaded, 1), **val,
                 activation_rate=work.backward / n_total, threshold=self.controller.threshold,
                 samples_total=n_total, samples_forward=int(work.forward), samples_backward=int(work.backward),
-                flops=self.sample_flops.executed(int(work.forward), int(work.backward)) + setup_flops,
+                samples_scored=int(work.scored), flops=work.flops(self.sample_flops) + setup_flops,
                 flops_dense=self.sample_flops.dense(n_total),
                 train_time_s=float(train_time), time_s=self.elapsed_before + float(elapsed),
                 energy_j=ddp.sum_over_devices(self.meter.device_keys, energy),
@@ -460,7 +502,7 @@ class Trainer:
                 energy_source=self.meter.source, energy_scope=self.energy_scope, idle_w=self.idle_w,
                 lr=self.optimizer.param_groups[0]["lr"], strategy=self.method.name if sparse else Dense.name,
                 noisy_share=work.noisy / max(work.backward, 1), setup_flops=setup_flops, setup_time_s=float(setup_time),
-                setup_energy_j=ddp.sum_over_devices(self.meter.device_keys, setup_energy),
+                setup_energy_j=ddp.sum_over_devices(self.meter.device_keys, setup_energy), threads=self.threads,
             ).as_dict()
             self.rows.append(row)
             self.step_rows.extend(work.steps)

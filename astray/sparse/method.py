@@ -60,8 +60,9 @@ class SparseMethod:
     what: ClassVar[str] = ""  # what runs, one sentence (docs table)
     cost: ClassVar[str] = ""  # compute relative to dense, by the model of docs/design.md §1
     weaknesses: ClassVar[str] = ""
-    #: Keys of its settings that were flat ``ast.`` keys before methods had sections:
-    #: old name -> new name, so an old config gets a one-line pointer.
+    #: Keys of its settings that were flat ``ast.`` keys before methods had sections (or
+    #: were first named so, as ``ast.score_scale``): flat name -> key in the section, so
+    #: such a config gets a one-line pointer.
     renamed: ClassVar[dict[str, str]] = {}
     #: The step scores the loaded batch without gradients, then trains the selected subset.
     scores_before_backward: ClassVar[bool] = False
@@ -148,6 +149,12 @@ class SparseMethod:
 
     def observe(self, indices: torch.Tensor, sig: torch.Tensor) -> None:
         """The significance measured for dataset ``indices`` in the epoch just trained."""
+
+    @property
+    def score_scale(self) -> float:
+        """The scoring forward (:attr:`scores_before_backward`) runs on the batch resized by
+        this factor; its FLOPs are counted at that size (docs/design.md §12)."""
+        return 1.0
 
     @property
     def entropy_weight(self) -> float:

@@ -17,9 +17,11 @@ from astray.sparse.selection import EpochPlan, ShapeBuckets, select_active
 @dataclass(frozen=True)
 class ReforwardSettings:
     shape_buckets: int = 8  # round each step's trained count to one of this many sizes (error carried); 0 = exact
+    score_scale: float = 1.0  # the scoring forward runs on the batch resized by this (antialiased); 1 = full size
 
     def __post_init__(self) -> None:
         in_range("ast.reforward.shape_buckets", self.shape_buckets, lo=0)
+        in_range("ast.reforward.score_scale", self.score_scale, lo=0, hi=1, lo_open=True)
 
 
 @register
@@ -31,12 +33,14 @@ class Reforward(SparseMethod):
 
     name = "reforward"
     Settings = ReforwardSettings
-    renamed = {"shape_buckets": "shape_buckets"}
-    what = ("a no-grad **train-mode** scoring forward on the batch, then forward + backward only on the selected "
-            "samples (Selective-Backprop style); the PI controller moves the threshold every step")
-    cost = "≈ 1/3 + a"
-    weaknesses = ("the scoring forward is paid on every sample; the backward batch is rounded to one of "
-                  "`ast.reforward.shape_buckets` sizes (top-k by significance, rounding error carried), so kernel "
+    renamed = {"shape_buckets": "shape_buckets", "score_scale": "score_scale"}
+    what = ("a no-grad **train-mode** scoring forward on the batch, resized by `ast.reforward.score_scale` = s, then "
+            "forward + backward only on the selected samples (Selective-Backprop style); the PI controller moves the "
+            "threshold every step")
+    cost = "≈ s²/3 + a"
+    weaknesses = ("the scoring forward is paid on every sample (at s = 1 it alone is 1/3 of dense); scores at s < 1 "
+                  "rank samples less like full-size ones (docs/benchmarks.md); the backward batch is rounded to one "
+                  "of `ast.reforward.shape_buckets` sizes (top-k by significance, rounding error carried), so kernel "
                   "plans are reused")
     scores_before_backward = True
     selects_by_significance = True
@@ -61,3 +65,12 @@ class Reforward(SparseMethod):
     @property
     def bounded_shapes(self) -> bool:
         return self.buckets is not None
+
+    @property
+    def score_scale(self) -> float:
+        return self.settings.score_scale
+
+    def recalibrates_batchnorm(self, sparse: bool) -> bool:
+        # Below scale 1 the running statistics come from the selected (biased) subset,
+        # as stale's do, so precise BN recalibrates them (docs/design.md §12).
+        return sparse and self.score_scale < 1

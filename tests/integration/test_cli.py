@@ -113,3 +113,17 @@ def test_evaluation_shows_progress_in_a_terminal(tmp_path):
     rc, shown = _in_a_terminal([PYTHON, "-m", "astray.eval", str(tmp_path / "r"), "--batch-size", "4"])
     assert rc == 0, shown[-2000:]
     assert any("predicting" in f and "batch" in f for f in shown.split("\r")), shown[-1500:]
+
+
+def test_a_score_scale_the_model_cannot_take_is_one_line_exit_2(tmp_path):
+    """A ViT built for 224 px cannot score a 112 px copy: said before training, naming
+    the key, not a traceback from the first sparse step."""
+    sets = small_overrides(tmp_path / "vit", **{"model.name": "vit_tiny_patch16_224", "dataset.image_size": 224,
+                                                "dataset.synthetic_samples": 64, "ast.strategy": "reforward",
+                                                "ast.reforward.score_scale": 0.5})
+    proc = _train(str(REPO / "configs/quickstart.yaml"), *[a for s in sets for a in ("--set", s)])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "ast.reforward.score_scale=0.5 scores (224, 224) px images at (112, 112) px" in lines[0]
+    assert "model.name=vit_tiny_patch16_224 cannot take" in lines[0]

@@ -297,3 +297,67 @@ def test_permuting_the_test_labels_selects_the_same_epoch_and_checkpoint(tmp_pat
     best = [torch.load(tmp_path / n / "best.pt", weights_only=True) for n in ("plain", "permuted")]
     assert best[0]["epoch"] == best[1]["epoch"] == chosen[0]
     assert all(torch.equal(best[0]["model"][k], best[1]["model"][k]) for k in best[0]["model"])
+
+
+def test_reforward_scores_at_its_scale_and_counts_those_flops(tmp_path):
+    """ast.reforward.score_scale=0.5 on 16 px images: every no-grad scoring forward sees
+    8 px, the training forwards 16 px, and metrics.parquet counts the scoring forwards at
+    what an 8 px forward of the model costs."""
+    from astray.engine.flops import measure_forward_flops, measure_sample_flops
+    from astray.engine.trainer import Trainer
+
+    cfg = _cfg(tmp_path / "s", **{"ast.strategy": "reforward", "ast.reforward.score_scale": 0.5,
+                                  "ast.target_activation": 0.3, "training.epochs": 2})
+    trainer = Trainer(cfg, tmp_path / "s", torch.device("cpu"), resume=False)
+    example = trainer.data.train[0][0]
+    assert trainer.sample_flops.scoring == pytest.approx(
+        measure_forward_flops(trainer.model, torch.nn.functional.interpolate(example[None], size=(8, 8))[0]))
+    # Not s² = 0.25 here: at 8 px the deepest stages of test_resnet are already 1 × 1.
+    assert trainer.sample_flops.scoring < 0.5 * measure_sample_flops(trainer.model, example).forward
+    sizes: list[tuple[tuple[int, ...], bool, int]] = []
+    trainer.model.register_forward_pre_hook(lambda _m, args: sizes.append((tuple(args[0].shape[-2:]),
+                                                                           torch.is_grad_enabled(), args[0].shape[0])))
+    trainer.run_epoch(0, sparse=False)
+    assert {s for s, _, _ in sizes} == {(16, 16)}
+    sizes.clear()
+    work = trainer.run_epoch(1, sparse=True)
+    scoring = sum(n for s, grad, n in sizes if not grad and s == (8, 8))
+    assert scoring == work.scored == len(trainer.data.train)
+    assert {s for s, grad, _ in sizes if grad} == {(16, 16)}  # training forwards: full size
+    # The other no-grad forwards are precise BN's, at full size: the statistics came from a biased subset.
+    recalibration = sum(n for s, grad, n in sizes if not grad and s == (16, 16))
+    assert recalibration == trainer.recalibration_size() > 0
+    assert work.forward == work.scored + work.backward + recalibration
+
+    run(_cfg(tmp_path / "r", **{"ast.strategy": "reforward", "ast.reforward.score_scale": 0.5,
+                                "ast.target_activation": 0.3, "training.epochs": 2}))
+    dense, sparse = read_metrics(tmp_path / "r" / "metrics.parquet")
+    assert dense["samples_scored"] == 0 and sparse["samples_scored"] == sparse["samples_total"]
+    per = trainer.sample_flops
+    assert sparse["flops"] == pytest.approx(per.executed(int(sparse["samples_forward"]),
+                                                         int(sparse["samples_backward"]), int(sparse["samples_scored"])))
+    full = per.forward * sparse["samples_forward"] + per.backward * sparse["samples_backward"]
+    assert sparse["flops"] < full  # the scores were not counted at full size
+
+
+def test_threads_follow_the_cpus_the_run_may_use(tmp_path):
+    """Started by hand under `taskset -c 0` (no OMP_NUM_THREADS), a run uses 1 intra-op
+    thread, not one per core of the machine, says so on its first line and records it;
+    training.threads overrides it."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+    def train(out, *extra: str) -> subprocess.CompletedProcess:
+        sets = [a for o in small_overrides(out, **{"training.epochs": 1}) + list(extra) for a in ("--set", o)]
+        proc = subprocess.run(["taskset", "-c", "0", PYTHON, "-m", "astray.train", str(QUICKSTART), *sets],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    proc = train(tmp_path / "a")
+    first = next(line for line in proc.stdout.splitlines() if line.startswith("astray "))
+    assert "1 thread(s) each (1 CPUs in this process's affinity)" in first
+    assert [r["threads"] for r in read_metrics(tmp_path / "a" / "metrics.parquet")] == [1]
+    assert "2 thread(s) each (training.threads)" in train(tmp_path / "b", "training.threads=2").stdout
+    assert [r["threads"] for r in read_metrics(tmp_path / "b" / "metrics.parquet")] == [2]

@@ -228,6 +228,9 @@ def test_each_method_owns_a_typed_section_of_ast(tmp_path):
     (["ast.strategy=masked"], "ast.strategy='masked' is not allowed; choose one of dense, reforward, stale"),
     (["ast.stale_max_age=3"], "ast.stale_max_age is now ast.stale.max_age"),
     (["ast.shape_buckets=4"], "ast.shape_buckets is now ast.reforward.shape_buckets"),
+    (["ast.reforward.score_scale=0"], "ast.reforward.score_scale=0.0 is out of range; allowed (0, 1]"),
+    (["ast.reforward.score_scale=1.5"], "ast.reforward.score_scale=1.5 is out of range; allowed (0, 1]"),
+    (["ast.score_scale=0.5"], "ast.score_scale is now ast.reforward.score_scale"),
 ])
 def test_method_settings_errors_are_one_line(overrides, needle):
     message = _error(None, overrides)

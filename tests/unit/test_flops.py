@@ -59,3 +59,24 @@ def test_sample_flops_arithmetic():
     assert f.dense(100) == f.executed(100, 100)
     # re-forward at activation a: all scored + a subset forward+backward
     assert f.executed(100 + 30, 30) / f.dense(100) == pytest.approx((130 * 10 + 30 * 20) / 3000)
+
+
+def test_scoring_forwards_cost_their_own_flops():
+    f = SampleFlops(forward=12.0, backward=24.0, scoring=3.0)  # a scoring forward at s = 0.5 of a conv net
+    # reforward at a = 0.3 on 100 samples: 100 scored, 30 trained (forward + backward).
+    assert f.executed(100 + 30, 30, samples_scored=100) == 100 * 3 + 30 * 12 + 30 * 24
+    assert f.executed(100 + 30, 30, samples_scored=100) / f.dense(100) == pytest.approx((300 + 1080) / 3600)
+    # Without a scoring figure a scoring forward costs a full one, as before.
+    assert SampleFlops(12.0, 24.0).executed(130, 30, samples_scored=100) == SampleFlops(12.0, 24.0).executed(130, 30)
+
+
+def test_a_forward_at_half_the_size_costs_about_a_quarter():
+    from astray.engine.flops import measure_forward_flops
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    full = measure_forward_flops(model, torch.randn(3, 32, 32))
+    half = measure_forward_flops(model, torch.randn(3, 16, 16))
+    assert half / full == pytest.approx(0.25, rel=0.01)  # the head's FLOPs do not scale
+    assert full == pytest.approx(measure_sample_flops(model, torch.randn(3, 32, 32)).forward)

@@ -50,7 +50,7 @@ def _row(epoch: int) -> dict:
         "flops": 1.5e12, "flops_dense": 3.0e12, "train_time_s": 12.5, "time_s": 14.0 * epoch,
         "energy_j": 800.0, "val_energy_j": 90.0, "energy_source": "model", "energy_scope": "process",
         "idle_w": 0.0, "lr": 1e-3, "strategy": "reforward", "noisy_share": 0.25,
-        "setup_flops": 0.0, "setup_time_s": 0.0, "setup_energy_j": 0.0,
+        "setup_flops": 0.0, "setup_time_s": 0.0, "setup_energy_j": 0.0, "samples_scored": 500, "threads": 2,
     }
 
 

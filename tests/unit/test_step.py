@@ -227,3 +227,67 @@ def test_an_infobatch_epoch_updates_as_much_as_a_dense_epoch_in_expectation():
     ast_rule = make_method("stale", n, batch=batch)
     weighted = sum(_epoch_update(model, ast_rule, p, x, y, batch) for p in plans[:20]) / 20
     assert float(weighted @ dense / (dense @ dense)) == pytest.approx(share, abs=0.06)
+
+
+def _conv_model() -> nn.Sequential:
+    """Takes any image size (global pooling), with BatchNorm."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    model[1].reset_running_stats()
+    return model
+
+
+def _images(n: int = 12, size: int = 8):
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def test_scoring_at_half_scale_sees_half_size_images_and_training_sees_full_size():
+    model = _conv_model()
+    x, y = _images()
+    seen = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append((tuple(args[0].shape), torch.is_grad_enabled())))
+    method = make_method("reforward", 12, shape_buckets=0, score_scale=0.5)
+    controller = PIController(target=0.3, kp=0.0, ki=0.0, initial_threshold=1e-6, min_threshold=1e-9)
+    s = train_step(model, x, y, None, method, controller, SETTINGS, sparse=True, progress=1.0)
+    assert seen[0] == ((12, 3, 4, 4), False)  # the no-grad scoring forward, 8 px × 0.5
+    assert all(shape[1:] == (3, 8, 8) and grad for shape, grad in seen[1:])
+    assert s.scored == 12 and s.forward == 12 + s.backward
+
+
+def test_downscale_averages_pixels_and_keeps_the_batch_at_scale_one():
+    from astray.engine.step import downscale, scaled_size
+
+    # One-pixel stripes: a copy that skipped pixels would keep only the 1s or only the 0s
+    # (or alias them into coarser stripes); an antialiased one is their grey mean.
+    x = (torch.arange(16) % 2).float().expand(2, 3, 16, 16).contiguous()
+    assert downscale(x, 1.0) is x
+    for scale, side in ((0.5, 8), (0.75, 12)):
+        small = downscale(x, scale)
+        assert small.shape == (2, 3, side, side)
+        inner = small[..., 1:-1, 1:-1]  # away from the border's one-sided filter
+        assert (inner - 0.5).abs().max() < 0.2, inner[0, 0]
+    assert scaled_size(28, 28, 0.75) == (21, 21) and scaled_size(3, 3, 0.1) == (1, 1)
+    assert downscale(x.to(torch.bfloat16), 0.5).dtype == torch.bfloat16
+
+
+def test_below_scale_one_batchnorm_statistics_come_from_the_full_size_training_forward():
+    """Statistics of the half-size copy are not those of the images evaluation sees: at
+    s < 1 the scoring forward leaves the running statistics alone and the training
+    forward on the selected samples updates them."""
+
+    class HalfScale(FixedSelection):
+        score_scale = 0.5
+
+    model = _conv_model()
+    x, y = _images()
+    chosen = [1, 4, 7, 9]
+    x[chosen] += 3.0  # the selected samples look different from the batch
+    expected = _conv_model()
+    with torch.no_grad():
+        expected(x[chosen])  # one momentum update from the full-size subset
+    train_step(model, x, y, None, HalfScale(chosen), _controller(), SETTINGS, sparse=True, progress=1.0)
+    torch.testing.assert_close(model[1].running_mean, expected[1].running_mean)
+    torch.testing.assert_close(model[1].running_var, expected[1].running_var)
+    assert model[1].momentum == 0.1
