@@ -46,6 +46,7 @@ from astray.config.load import load_config  # noqa: E402
 from astray.engine.trainer import run  # noqa: E402
 from astray.sweep.store import trial_summary  # noqa: E402
 from astray.sweep.provenance import git_commit, hardware, library_versions  # noqa: E402
+from regimes import frontier_savings  # noqa: E402  (this script's folder is on sys.path)
 
 RESULTS = REPO / "benchmarks" / "results" / "accuracy_at_budget.json"
 AST_STRATEGIES = ("stale", "reforward", "infobatch")
@@ -64,6 +65,9 @@ def fashion_arms() -> list[Arm]:
     for a in (0.3, 0.5):
         for strategy in ("random", "stale", "reforward"):
             arms.append(Arm(f"{strategy} a={a}", strategy, overrides={"ast.target_activation": a}))
+        for s in (0.75, 0.5):  # scoring on a smaller copy (ast.reforward.score_scale)
+            arms.append(Arm(f"reforward a={a} s={s}", "reforward",
+                            overrides={"ast.target_activation": a, "ast.reforward.score_scale": s}))
     for r in (0.5, 0.8):
         arms.append(Arm(f"infobatch r={r}", "infobatch", overrides={"ast.infobatch.prune_ratio": r}))
     return arms
@@ -104,6 +108,9 @@ def summarise(runs: list[dict], arms: list[Arm]) -> list[dict]:
     ref_flops = statistics.fmean(r["flops"] for r in ref)
     ref_time = statistics.fmean(r["train_time_s"] for r in ref)
     ref_energy = statistics.fmean(r["energy_j"] for r in ref)
+    # Energy saved at equal test accuracy against the dense arms' frontier, paired by seed.
+    savings = frontier_savings(runs, {a.name: a.epochs_share for a in arms if a.strategy == "dense"},
+                               [a.name for a in arms if a.strategy != "dense"])
     out = []
     for arm in arms:
         rs = [r for r in runs if r["arm"] == arm.name]
@@ -116,6 +123,8 @@ def summarise(runs: list[dict], arms: list[Arm]) -> list[dict]:
         row["flops_ratio"], row["flops_ratio_sd"] = _mean_sd([r["flops"] / ref_flops for r in rs])
         row["time_ratio"], row["time_ratio_sd"] = _mean_sd([r["train_time_s"] / ref_time for r in rs])
         row["energy_ratio"], row["energy_ratio_sd"] = _mean_sd([r["energy_j"] / ref_energy for r in rs])
+        row.update(savings.get(arm.name, {"saving": math.nan, "saving_lo": math.nan, "saving_hi": math.nan,
+                                          "saving_note": "the frontier" if arm.strategy == "dense" else ""}))
         out.append(row)
     return out
 
@@ -146,15 +155,17 @@ def judge(table: list[dict], metric: str = "test_acc") -> list[dict]:
 
 def print_table(title: str, table: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'arm':<18} {'epochs':>6} {'test_acc':>16} {'final test_acc':>16} {'best val_acc':>16} {'FLOPs':>12} "
-          f"{'time':>12} {'energy':>12} {'activation':>11}")
+    print(f"{'arm':<22} {'epochs':>6} {'test_acc':>16} {'final test_acc':>16} {'best val_acc':>16} {'FLOPs':>12} "
+          f"{'time':>12} {'energy':>12} {'activation':>11} {'saving vs frontier [95% CI]':>28}")
     for r in table:
         def pm(key: str, scale: float = 1.0, digits: int = 4) -> str:
             sd = r[key + "_sd"]
             return f"{r[key] * scale:.{digits}f}±{'nan' if math.isnan(sd) else f'{sd * scale:.{digits}f}'}"
-        print(f"{r['arm']:<18} {r['epochs']:>6} {pm('test_acc'):>16} {pm('final_test_acc'):>16} {pm('best_val_acc'):>16} "
+        saving = ("—" if math.isnan(r["saving"]) else
+                  f"{100 * r['saving']:+.1f}% [{100 * r['saving_lo']:+.1f}..{100 * r['saving_hi']:+.1f}]")
+        print(f"{r['arm']:<22} {r['epochs']:>6} {pm('test_acc'):>16} {pm('final_test_acc'):>16} {pm('best_val_acc'):>16} "
               f"{pm('flops_ratio', digits=3):>12} {pm('time_ratio', digits=3):>12} {pm('energy_ratio', digits=3):>12} "
-              f"{r['sparse_activation']:>11.3f}")
+              f"{r['sparse_activation']:>11.3f} {saving:>28}")
     print(f"ratios to dense at the full budget; energy source: {table[0]['energy_source']}; mean±sd over seeds")
 
 

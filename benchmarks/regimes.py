@@ -121,19 +121,36 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
+def frontier_savings(runs: list[dict], dense: dict[str, float], others: list[str]) -> dict[str, dict]:
+    """Each of ``others``' energy saving at equal test accuracy against the frontier of
+    the ``dense`` arms (name -> share of the epoch budget), paired by seed: the report's
+    statistics (``astray.analysis.frontier.advantage``). Runs are dicts with ``arm``,
+    ``seed``, ``energy_j`` and ``test_acc``."""
+    def runs_of(name: str) -> list[Run]:
+        return [Run(r["seed"], r["seed"], r["energy_j"], r["test_acc"]) for r in runs if r["arm"] == name]
+
+    frontier = upper_envelope([FrontierPoint(estimate([x.energy for x in rs]), estimate([x.accuracy for x in rs]),
+                                             name, share, tuple(rs))
+                               for name, share in dense.items() for rs in [runs_of(name)] if rs])
+    out = {}
+    for name in others:
+        mine = runs_of(name)
+        if mine:
+            adv = advantage(estimate([x.accuracy for x in mine]), estimate([x.energy for x in mine]), frontier,
+                            mine, "test_acc")
+            out[name] = {"saving": adv.energy_saving, "saving_lo": adv.energy_saving_lo,
+                         "saving_hi": adv.energy_saving_hi, "saving_note": adv.note}
+    return out
+
+
 def summarise(runs: list[dict], arms: tuple[Arm, ...]) -> list[dict]:
     """One row per arm of one regime; the saving against that regime's dense frontier."""
     ref = [r for r in runs if r["arm"] == "dense"]
     if not ref:
         return []
     ref_flops, ref_time, ref_energy = (statistics.fmean(r[k] for r in ref) for k in ("flops", "time_s", "energy_j"))
-
-    def runs_of(name: str) -> list[Run]:
-        return [Run(r["seed"], r["seed"], r["energy_j"], r["test_acc"]) for r in runs if r["arm"] == name]
-
-    frontier = upper_envelope([FrontierPoint(estimate([x.energy for x in rs]), estimate([x.accuracy for x in rs]),
-                                             a.name, a.epochs_share, tuple(rs))
-                               for a in arms if a.dense for rs in [runs_of(a.name)] if rs])
+    savings = frontier_savings(runs, {a.name: a.epochs_share for a in arms if a.dense},
+                               [a.name for a in arms if not a.dense])
     out = []
     for arm in arms:
         rs = [r for r in runs if r["arm"] == arm.name]
@@ -149,11 +166,7 @@ def summarise(runs: list[dict], arms: tuple[Arm, ...]) -> list[dict]:
         if arm.dense:
             row.update(saving=math.nan, saving_lo=math.nan, saving_hi=math.nan, saving_note="the frontier")
         else:
-            mine = runs_of(arm.name)
-            adv = advantage(estimate([x.accuracy for x in mine]), estimate([x.energy for x in mine]), frontier,
-                            mine, "test_acc")
-            row.update(saving=adv.energy_saving, saving_lo=adv.energy_saving_lo, saving_hi=adv.energy_saving_hi,
-                       saving_note=adv.note)
+            row.update(savings[arm.name])
         out.append(row)
     return out
 
