@@ -122,6 +122,8 @@ def test_every_node_installs_astray_and_the_same_ray(name):
     mounts = config["file_mounts"]
     assert "~/astray/pyproject.toml" in mounts and "~/astray/astray" in mounts
     for remote, local in mounts.items():
+        if remote == "~/.ray/auth_token":  # the token, from the user's machine (test below)
+            continue
         assert remote.startswith("~/astray/")
         assert (REPO / local).exists(), f"file_mounts {remote}: {local} is not in the repository"
     for key in ("head_setup_commands", "worker_setup_commands"):  # merged with setup_commands
@@ -129,6 +131,25 @@ def test_every_node_installs_astray_and_the_same_ray(name):
         assert any(re.search(r"pip install .*-e ~/astray\b", c) for c in commands), key
         pins = [m.group(1) for c in commands for m in [re.search(r"ray\[default\]==([\w.]+)", c)] if m]
         assert pins == [ray.__version__], key
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_every_node_starts_with_token_authentication(name):
+    """RAY_AUTH_MODE=token where Ray starts on head and workers and for every driver
+    shell, and the token shipped from outside the repository, never written in it."""
+    config = ray_validate(_raw(name))
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c for c in starts), key
+    assert any("export RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in config["setup_commands"])
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "RAY_AUTH_TOKEN=" not in (CLUSTERS / f"{name}.yaml").read_text()
+
+
+def test_the_rayjob_turns_on_token_authentication():
+    docs = [d for d in yaml.safe_load_all(RAYJOB.read_text()) if d]
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)

@@ -1,8 +1,10 @@
-"""A real two-node Ray cluster on this machine: a sweep joins it with --address."""
+"""A real two-node Ray cluster on this machine, with Ray's token authentication on as
+every launch config in clusters/ starts it: a sweep joins it with --address."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 
 import pytest
@@ -15,14 +17,37 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(tmp_path_factory):
+    """RAY_AUTH_MODE=token on every node and driver, the token in a file (the launch
+    configs ship it to ~/.ray/auth_token; here RAY_AUTH_TOKEN_PATH points at it)."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
+    token = tmp_path_factory.mktemp("auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "token")
+        mp.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+        mp.delenv("RAY_AUTH_TOKEN", raising=False)
+        reset_auth_token_state()
+        cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        try:
+            yield cluster
+        finally:
+            cluster.shutdown()
+    reset_auth_token_state()
+
+
+def test_a_driver_without_the_token_is_refused(two_nodes):
+    """Authentication is really on: the wrong token does not get a driver in."""
+    env = dict(os.environ, RAY_AUTH_TOKEN=secrets.token_hex(32))  # RAY_AUTH_TOKEN outranks the file
+    proc = subprocess.run([PYTHON, "-c", f"import ray; ray.init(address={two_nodes.address!r}); print('JOINED')"],
+                          env=env, capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "JOINED" not in out, out[-3000:]
+    assert "authentication" in out.lower() or "unauthenticated" in out.lower(), out[-3000:]
 
 
 def _tune_on(cluster, args):
