@@ -9,14 +9,20 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: setup run test test-fast benchmark clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-dev
 
+# make run installs only what the quickstart needs; the dev extras (trackers, test tools)
+# are for make test.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-run: setup
+run: $(VENV)/.installed
 	$(PY) -m astray.tune configs/quickstart.yaml --set sweep.name=quickstart-$(STAMP)
 
 test: setup
@@ -25,7 +31,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest tests/unit
 
-benchmark: setup
+benchmark: $(VENV)/.installed
 	$(PY) benchmarks/step_cost.py
 	$(PY) benchmarks/quickstart_tradeoff.py
 	$(PY) benchmarks/sweep_overhead.py

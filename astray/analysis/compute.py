@@ -90,7 +90,7 @@ from astray.schema import (
 # A point of a front: a configuration (what reports use), or a single trial.
 P = TypeVar("P", TrialRecord, Configuration)
 
-EXCLUSION_REASONS = ("unfinished", *FAILED_STATUSES, "nan")
+EXCLUSION_REASONS = ("unfinished", *FAILED_STATUSES, "nan", "stopped early")
 REFERENCE_MARGIN = 0.1  # minimised objectives: reference = (1 + margin) × anchor value
 
 
@@ -98,6 +98,8 @@ def exclusion_reason(trial: TrialRecord, objectives: Sequence[Objective]) -> str
     """Why a trial is left out of fronts and hypervolumes, or None when it counts."""
     if trial.status in UNFINISHED_STATUSES:
         return "unfinished"
+    if trial.stopped_early:  # judged at a rung on a few epochs: never on a front or the frontier
+        return "stopped early"
     if trial.status in FAILED_STATUSES:
         return trial.status
     if trial.status != COMPLETED:

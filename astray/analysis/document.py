@@ -201,6 +201,35 @@ def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
     return b
 
 
+COST_KINDS = ("baselines", "searched", "stopped early", "confirmation")
+
+
+def cost_blocks(sweeps: Sequence[SweepSummary]) -> list[Block]:
+    """What each sweep itself cost (``sweep.json``'s ``cost``, astray.sweep.cost), when recorded."""
+    rows = []
+    for s in sweeps:
+        cost = s.manifest.get("cost")
+        if not cost:
+            continue
+        kinds = cost["by_kind"]
+        wall = cost.get("wall_s")
+        rows.append([s.name, cost.get("energy_source") or "—"]
+                    + [f"{kinds[k]['energy_j'] + kinds[k]['val_energy_j']:.4g} J ({kinds[k]['trials']})"
+                       for k in COST_KINDS]
+                    + [f"{cost['total_energy_j']:.4g} J", "—" if wall is None else f"{wall / 60:.1f} min",
+                       f"{cost['early_stop_saved_j']:.4g} J ({100 * cost['early_stop_saved_share']:.0f} %), "
+                       f"{cost['early_stop_epochs_not_run']} epochs"])
+    if not rows:
+        return []
+    return [Heading(2, "What the sweep cost"),
+            Table(["sweep", "energy source"] + [f"{k} (trials)" for k in COST_KINDS]
+                  + ["total", "wall time", "early stopping saved (estimate)"], rows),
+            Paragraph("Training and evaluation energy of every trial in the store, by kind; wall time from the "
+                      "first trial's start to the last one's end. Early stopping's saving is an estimate: each "
+                      "stopped trial's epochs not run × its own measured energy per epoch, and a replicate never "
+                      "started at its siblings' mean; the share is of what the sweep would have spent without it.")]
+
+
 def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
     """The report as neutral blocks: Heading(level, text), Paragraph(text), Bullets(items),
     Table(header, rows), Image(file, caption). Markdown and HTML render the same blocks."""
@@ -229,6 +258,7 @@ def document(a: Analysis, images: Sequence[tuple[str, str]]) -> list[Block]:
     b.append(Paragraph("Unfinished (running/retrying), failed (diverged/error) and completed trials with a "
                    "NaN objective are left out of fronts and hypervolumes and counted above. Seed replicates "
                    "of one configuration (repeats) make one point, at their mean (docs/design.md §9)."))
+    b += cost_blocks(a.sweeps)
     for g in a.groups:
         head = "Front" + (f" — energy source {g.energy_label}" if a.split_by_energy_source else "")
         b.append(Heading(2, head))

@@ -154,6 +154,8 @@ def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[st
         replicate=int(row.get("replicate") or 0),
         seed=None if seed is None else int(seed),
         search_phase=row.get("search_phase") or None,
+        stopped_early=bool(row.get("stopped_early")),
+        epochs=int(row.get("epochs") or 0),
     )
 
 

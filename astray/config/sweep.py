@@ -408,6 +408,32 @@ SWEEP_LOGGERS = ("tensorboard", "mlflow", "wandb")
 
 
 @dataclass
+class EarlyStopConfig:
+    """``sweep.early_stop``: stop searched configurations at rungs (``astray.sweep.early_stop``)."""
+
+    enabled: bool = False
+    reduction_factor: float = 3.0  # η: a rung keeps the top 1/η of the configurations that reached it
+    min_epochs: int = 1  # the first rung; the next ones at min_epochs × η^k, below training.epochs
+
+    def __post_init__(self) -> None:
+        in_range("sweep.early_stop.reduction_factor", self.reduction_factor, lo=1.0, lo_open=True)
+        in_range("sweep.early_stop.min_epochs", self.min_epochs, lo=1)
+
+    def rungs(self, epochs: int) -> list[int]:
+        """The epochs at which a searched configuration is judged: ``min_epochs × η^k``,
+        rounded, each below ``epochs`` (the last epoch is no rung: the trial is done)."""
+        out: list[int] = []
+        k = 0
+        while True:
+            at = int(round(self.min_epochs * self.reduction_factor ** k))
+            if at >= epochs:
+                return out
+            if not out or at > out[-1]:
+                out.append(at)
+            k += 1
+
+
+@dataclass
 class SweepConfig:
     name: str = "sweep"  # names the result folder and the Ray experiment
     results_dir: str = "results/sweeps"  # the Parquet store goes to <results_dir>/<name>/
@@ -415,6 +441,7 @@ class SweepConfig:
     max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
     checkpoint_every_epochs: int = 1  # hand last.pt to Ray every N epochs (and on a new best, and at the end)
     loggers: list = field(default_factory=lambda: [])  # tensorboard | mlflow | wandb: Ray Tune's logger callbacks
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)  # rungs that stop searched configurations
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -486,6 +513,10 @@ def load_sweep_spec(path: str, overrides: list[str] | None = None) -> SweepSpec:
     sweep = build_section(SweepConfig, "sweep", raw.get("sweep"))
     resources = build_section(ResourcesConfig, "resources", raw.get("resources"))
     raw_run = {k: v for k, v in raw.items() if k not in FOREIGN_SECTIONS}
+    if sweep.early_stop.enabled and not sweep.early_stop.rungs(run.training.epochs):
+        raise ConfigError(f"sweep.early_stop.min_epochs={sweep.early_stop.min_epochs} leaves no rung below "
+                          f"training.epochs={run.training.epochs}; give min_epochs < {run.training.epochs} "
+                          "or set sweep.early_stop.enabled: false")
     run_keys = leaf_keys(run)
     for p in search.params:
         if p.key not in run_keys:

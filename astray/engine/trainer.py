@@ -154,10 +154,19 @@ def run(cfg: RunConfig, resume: bool = False, report: Report | None = None) -> R
         ddp.teardown(created_group)
 
 
+_PREFIX = [""]  # what every line of this process starts with (a sweep trial: its configuration and replicate)
+
+
+def set_log_prefix(prefix: str) -> None:
+    """Start every line :func:`log` prints with ``prefix`` (``astray.sweep.trainable`` sets
+    ``[search-0003 r1] ``, so a sweep's interleaved trial lines say whose they are)."""
+    _PREFIX[0] = prefix
+
+
 def log(msg: str) -> None:
     """Print from the primary rank only."""
     if ddp.is_primary():
-        print(msg, flush=True)
+        print(_PREFIX[0] + msg, flush=True)
 
 
 class Trainer:

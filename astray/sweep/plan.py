@@ -15,7 +15,9 @@ told): a driver killed at any moment leaves nothing behind that the next one can
 Optuna sees each searched configuration once: it is asked for it when its first replicate
 is handed out, and told once all have finished: the mean of the replicates' objectives,
 a diverged or failed replicate counted at the worst finished one's value, or failed when
-more than half of them diverged or failed (:func:`replicate_mean`). Baselines are never
+more than half of them diverged or failed (:func:`replicate_mean`); a configuration that
+early stopping stopped at a rung is told PRUNED, and none of its replicates is handed
+out again. Baselines are never
 shown to Optuna: their parameters are not points of the searched space. No Ray here.
 """
 
@@ -74,7 +76,13 @@ class Study(Protocol):
 
     def ask(self, config_id: str) -> Proposal: ...
 
-    def tell(self, config_id: str, mean: Result) -> None: ...
+    def tell(self, config_id: str, mean: Result, pruned: bool = False) -> None: ...
+
+
+class EarlyStops(Protocol):
+    """What the plan needs from early stopping (``astray.sweep.early_stop.EarlyStopping``)."""
+
+    def stopped(self, config_id: str) -> bool: ...
 
 
 @dataclass
@@ -103,7 +111,8 @@ class TrialPlan:
     def __init__(self, baselines: Sequence[Baseline], num_samples: int, repeats: int, base_seed: int,
                  objectives: Sequence[Objective], study: Study, records: Iterable[dict[str, Any]] = (),
                  checkpoint_of: Callable[[str], str | None] = lambda trial_id: None,
-                 resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 early: EarlyStops | None = None) -> None:
         self.num_samples = num_samples
         self.repeats = repeats
         self.base_seed = base_seed
@@ -133,8 +142,15 @@ class TrialPlan:
                 # Stores written before stable ids may hold a (configuration, replicate)
                 # twice: the one that ran wins.
                 self.previous[key] = rec["trial_id"]
+        # Early stopping (``astray.sweep.early_stop``): a stopped configuration's replicates
+        # are never handed out again; the attempts a killed driver left unfinished are
+        # ``stopped_unfinished``, for the driver to record as stopped.
+        self.early = early
+        self.in_flight: set[tuple[str, int]] = set()  # handed out by this driver, not finished
+        self.stopped_unfinished = [tid for (cid, _), tid in self.previous.items() if self._stopped(cid)]
         # Searched configurations not proposed yet are queued under the ids they will get.
-        self.queue = [(cid, r) for cid in self.config_order() for r in range(repeats) if (cid, r) not in self.rows]
+        self.queue = [(cid, r) for cid in self.config_order() for r in range(repeats)
+                      if (cid, r) not in self.rows and not self._stopped(cid)]
         # A driver killed between a configuration's last replicate and the tell: tell now.
         for c in self.searched():
             self._maybe_tell(c)
@@ -165,7 +181,10 @@ class TrialPlan:
         """Planned trials that have not run (``completed``, ``diverged`` or ``error``), as
         ``<config_id> r<replicate>``, in plan order."""
         return [f"{cid} r{r}" for cid in self.config_order() for r in range(self.repeats)
-                if not _ended(self.rows.get((cid, r)))]
+                if not _ended(self.rows.get((cid, r))) and not self._stopped(cid)]
+
+    def _stopped(self, config_id: str) -> bool:
+        return self.early is not None and self.early.stopped(config_id)
 
     def missing_line(self, sweep: str) -> str:
         """One line naming what :meth:`missing` found."""
@@ -183,9 +202,12 @@ class TrialPlan:
         Besides the searched (dotted ``section.key``) values, plain keys that say what the
         trial is; they never collide with a dotted key.
         """
+        while self.queue and self._stopped(self.queue[0][0]):  # stopped at a rung since it was queued
+            self.queue.pop(0)
         if not self.queue:
             return None
         cid, replicate = self.queue.pop(0)
+        self.in_flight.add((cid, replicate))
         if cid not in self.configs:  # a searched configuration's first replicate: ask Optuna for it
             p = self.study.ask(cid)
             self.configs[cid] = Configuration(cid, KIND_SEARCHED, None, dict(p.params), phase=p.phase)
@@ -204,13 +226,22 @@ class TrialPlan:
         have all run, tell Optuna their value (:func:`replicate_mean`)."""
         cid = record["config_id"]
         self.rows[(cid, int(record["replicate"]))] = record
+        self.in_flight.discard((cid, int(record["replicate"])))
         c = self.configs.get(cid)
         if c is not None and c.kind == KIND_SEARCHED:
             self._maybe_tell(c)
 
     def _maybe_tell(self, c: Configuration) -> None:
         rows = [self.rows.get((c.config_id, r)) for r in range(self.repeats)]
-        if c.told or not all(_ended(row) for row in rows):
+        if c.told:
+            return
+        if self._stopped(c.config_id):
+            # Stopped at a rung: Optuna hears PRUNED once no replicate of it is still training.
+            if not any(cid == c.config_id for cid, _ in self.in_flight):
+                self.study.tell(c.config_id, None, pruned=True)
+                c.told = True
+            return
+        if not all(_ended(row) for row in rows):
             return
         self.study.tell(c.config_id, replicate_mean([self._objectives(row) for row in rows], self.objectives))
         c.told = True

@@ -22,6 +22,7 @@ the next move is one edit. Facts this module relies on (checked on Ray 2.60):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -31,12 +32,18 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # must be set before Tune loads
+# Every trial line carries its configuration and replicate (trainable.trial_prefix); Ray's
+# deduplication would fold two trials' look-alike lines into "[repeated 2x across cluster]".
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from astray.config.sweep import ResourcesConfig  # noqa: E402
+from astray.schema import KIND_SEARCHED, PHASE_CONFIRM  # noqa: E402
+from astray.sweep.early_stop import STOP as STOP_DECISION  # noqa: E402
 from astray.sweep.plan import TrialPlan  # noqa: E402
 from astray.extras import require_extra  # noqa: E402
 
@@ -107,6 +114,117 @@ class PlanSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+
+class RungScheduler(FIFOScheduler):
+    """Early stopping at rungs (``astray.sweep.early_stop``) as a Tune scheduler.
+
+    Why a Tune scheduler and not an Optuna pruner: Optuna's pruners judge one trial on one
+    objective (``Trial.should_prune`` refuses multi-objective studies), and an Optuna
+    trial here is a configuration whose replicates are several Tune trials; only Tune sees
+    each replicate's epochs as they come, and can hold one while its siblings catch up.
+
+    A searched replicate reporting a rung epoch is recorded there. If a sibling replicate
+    is live in Tune (running or pending) and has not reached the rung yet, the replicate
+    is paused (its checkpoint is that epoch's) and waits; once none is left to wait for,
+    the configuration is decided: stopped replicates end (``stop_trial``), kept ones are
+    handed back to Tune to run on (:meth:`choose_trial_to_run`). A sibling not handed out
+    yet is not waited for: it would wait on a slot a paused replicate holds. Baselines
+    and confirmation trials pass through untouched. As HyperBand's synchronous mode does,
+    this uses Tune's ``pause_trial``/``stop_trial`` on the controller it is handed.
+    """
+
+    def __init__(self, early: Any, on_stop: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.early = early
+        self.on_stop = on_stop or (lambda config_id: None)
+        self.waiting: dict[tuple[str, int], set[Any]] = {}  # (config, rung) -> paused replicates
+        self.to_unpause: set[Any] = set()
+
+    @staticmethod
+    def judged(trial: Any) -> bool:
+        c = trial.config
+        return c.get("baseline_kind", KIND_SEARCHED) == KIND_SEARCHED and c.get("search_phase") != PHASE_CONFIRM
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        self.to_unpause.discard(trial)
+        if not self.judged(trial) or "epoch_row" not in result:
+            return TrialScheduler.CONTINUE
+        cid, replicate = trial.config["config_id"], int(trial.config["replicate"])
+        if self.early.stopped(cid):
+            return TrialScheduler.STOP
+        rows = json.loads(result["epoch_rows"]) if "epoch_rows" in result else []
+        row = json.loads(result["epoch_row"])
+        by_epoch = {int(r["epoch"]): r for r in rows} | {int(row["epoch"]): row}
+        energy = 0.0  # training energy so far (rows restored on a resume hold the earlier epochs)
+        for epoch in sorted(by_epoch):
+            energy += float(by_epoch[epoch]["energy_j"])
+            if epoch not in self.early.rungs:
+                continue
+            self.early.record(cid, replicate, epoch, float(by_epoch[epoch]["val_acc"]), energy)
+            if self.early.decided(cid, epoch) is None and self._wait_for(tune_controller, trial, cid, epoch):
+                self.waiting.setdefault((cid, epoch), set()).add(trial)
+                return TrialScheduler.PAUSE
+            if self._decide(tune_controller, cid, epoch, current=trial) == TrialScheduler.STOP:
+                return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def _wait_for(self, tune_controller: Any, trial: Any, cid: str, rung: int) -> bool:
+        """Whether a sibling live in Tune has still to reach the rung."""
+        done = self.early.reported(cid, rung)
+        return any(t is not trial and t.config.get("config_id") == cid and self.judged(t)
+                   and int(t.config["replicate"]) not in done and t.status in ("RUNNING", "PENDING")
+                   for t in tune_controller.get_trials())
+
+    def _decide(self, tune_controller: Any, cid: str, rung: int, current: Any = None) -> str:
+        verdict = self.early.decide(cid, rung)
+        if verdict == STOP_DECISION:
+            self.on_stop(cid)
+        for t in self.waiting.pop((cid, rung), set()):
+            if t is current:
+                continue
+            if verdict == STOP_DECISION:
+                tune_controller.stop_trial(t)
+            else:
+                self.to_unpause.add(t)
+        return TrialScheduler.STOP if verdict == STOP_DECISION else TrialScheduler.CONTINUE
+
+    def _release(self, tune_controller: Any, trial: Any) -> None:
+        """A replicate ended: the ones waiting for it at a rung wait no more."""
+        self.to_unpause.discard(trial)
+        for (cid, rung), paused in list(self.waiting.items()):
+            paused.discard(trial)
+            if cid != trial.config.get("config_id"):
+                continue
+            if not paused:
+                self.waiting.pop((cid, rung), None)
+                if self.early.reported(cid, rung) and self.early.decided(cid, rung) is None:
+                    self.early.decide(cid, rung)
+                continue
+            first = next(iter(paused))
+            if not self._wait_for(tune_controller, first, cid, rung):
+                self._decide(tune_controller, cid, rung)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._release(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._release(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._release(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        for trial in tune_controller.get_trials():
+            if trial.status == "PENDING":
+                return trial
+        for trial in tune_controller.get_trials():
+            if trial.status == "PAUSED" and trial in self.to_unpause:
+                return trial
+        return None
+
+    def debug_string(self) -> str:
+        return "astray early stopping at rungs " + ", ".join(map(str, self.early.rungs))
 
 
 # --------------------------------------------------------------------------- trials
@@ -244,12 +362,12 @@ def make_trainable(fn: Callable[..., Any], resources: dict[str, float], **params
 
 def make_tuner(trainable: Any, searcher: PlanSearcher, num_samples: int, max_concurrent: int,
                name: str, storage_path: str, callbacks: list[Any], max_failures: int,
-               verbose: int = 0) -> tune.Tuner:
+               verbose: int = 0, scheduler: Any = None) -> tune.Tuner:
     """``verbose`` is Ray Tune's: 0 leaves the console to astray's own lines, 1 adds Ray's
     ``== Status ==`` table (about 170 lines a minute on the quickstart)."""
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, scheduler=scheduler,
                                     max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks, verbose=verbose,

@@ -12,8 +12,11 @@ import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from astray.engine.records import read_metrics
+from astray.engine.state import METRICS
 from astray.pareto import non_dominated
 from astray.config.dotted import get_dotted
 from astray.config.sweep import SweepSpec
@@ -23,6 +26,7 @@ from astray.schema import (
     DIVERGED,
     ERROR,
     KIND_SEARCHED,
+    PHASE_CONFIRM,
     RETRYING,
     RUNNING,
     TERMINAL_STATUSES,
@@ -49,6 +53,7 @@ class SweepRecorder:
         self.store = store
         self.spec = spec
         self.plan: TrialPlan | None = None
+        self.early: Any = None  # astray.sweep.early_stop.EarlyStopping, when sweep.early_stop is on
         self.echo = echo or print_line
         self.records: dict[str, dict[str, Any]] = {}
         self.epochs: dict[str, list[dict[str, Any]]] = {}
@@ -119,7 +124,37 @@ class SweepRecorder:
         rec = self._record(config)
         if rec["status"] != DIVERGED:
             rec["status"], rec["error"] = COMPLETED, None
+        rec["stopped_early"] = self._stopped(rec)
         self._ended(rec)
+
+    def _stopped(self, rec: dict[str, Any]) -> bool:
+        return (self.early is not None and rec.get("baseline_kind", KIND_SEARCHED) == KIND_SEARCHED
+                and rec.get("search_phase") != PHASE_CONFIRM and self.early.stopped(rec["config_id"]))
+
+    def finish_stopped(self, trial_ids: list[str], checkpoint_of: Callable[[str], str | None] = lambda t: None,
+                       ) -> None:
+        """Record as stopped the attempts a killed driver left unfinished in configurations
+        early stopping had already stopped (``TrialPlan.stopped_unfinished``): their rows
+        become completed, with their epochs. The driver decides on a report before it writes
+        that epoch's row, so a driver killed in between left the row only in the attempt's
+        newest checkpoint (``checkpoint_of``): the epochs come from there when the store has fewer."""
+        for tid in trial_ids:
+            rec = self.records.get(tid)
+            if rec is None:
+                continue
+            rows = self.store.read_epochs(tid)
+            folder = checkpoint_of(tid)
+            if folder and (Path(folder) / METRICS).exists():
+                kept = read_metrics(Path(folder) / METRICS)
+                if len(kept) > len(rows):
+                    rows = kept
+                    self.store.write_epochs(tid, rows)
+            if rows:
+                rec.update(trial_summary(tid, rows))
+            if rec["status"] != DIVERGED:
+                rec["status"], rec["error"] = COMPLETED, None
+            rec["stopped_early"] = True
+            self._ended(rec)
 
     def on_error(self, config: dict[str, Any], error: str) -> None:
         rec = self._record(config)
@@ -143,10 +178,13 @@ class SweepRecorder:
     def summary_line(self) -> str:
         """done/total, best accuracy, lowest energy, size of the current front."""
         finished = [r for r in self.records.values() if r["status"] in TERMINAL_STATUSES]
-        good = [r for r in finished if r["status"] == COMPLETED and not _nan(r.get("val_acc"))]
-        failed = len(finished) - len(good)
+        good = [r for r in finished if r["status"] == COMPLETED and not _nan(r.get("val_acc"))
+                and not r.get("stopped_early")]
+        stopped = sum(bool(r.get("stopped_early")) for r in finished)
+        failed = len(finished) - len(good) - stopped
         total = self.plan.total if self.plan is not None else len(self.records)
-        parts = [f"[astray] trials {len(finished)}/{total} done" + (f" ({failed} failed)" if failed else "")]
+        parts = [f"[astray] trials {len(finished)}/{total} done" + (f" ({failed} failed)" if failed else "")
+                 + (f" ({stopped} stopped early)" if stopped else "")]
         if good:
             best = max(good, key=lambda r: r["val_acc"])
             low = min(good, key=lambda r: r["energy_j"])

@@ -26,10 +26,12 @@ from astray.config.sweep import SamplerSpec, SweepSpec, legacy_sampler
 from astray.errors import SweepIncomplete
 from astray.sweep import ray_adapter
 from astray.sweep.checkpoints import resume_point
+from astray.sweep.cost import sweep_cost
+from astray.sweep.early_stop import EarlyStopping
 from astray.sweep.plan import ConfirmationPlan, TrialPlan
 from astray.sweep.provenance import git_commit, manifest
 from astray.sweep.recorder import SweepRecorder
-from astray.sweep.store import ResultStore
+from astray.sweep.store import ResultStore, read_trials
 from astray.sweep.study import OBJECTIVE_VALUE, SweepStudy, unique_study_name
 from astray.sweep.trainable import astray_trial
 from astray.sweep.trial_config import (
@@ -86,19 +88,24 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
         study = SweepStudy(search, study_name, paths.journal, sampler)
         study.close_orphans()
         recorder = SweepRecorder(store, spec).load()
+        early = early_stopping(spec, root)
+        recorder.early = early
         plan = recorder.plan = TrialPlan(search.parsed_baselines, search.num_samples, search.repeats,
                                          spec.run.training.seed, search.parsed_objectives,
                                          study, recorder.records.values(),
                                          checkpoint_of=functools.partial(resume_point, paths.storage),
-                                         resolve=functools.partial(resolved_trial_run, spec))
+                                         resolve=functools.partial(resolved_trial_run, spec), early=early)
+        recorder.finish_stopped(plan.stopped_unfinished, plan.checkpoint_of)
         print(start_line(spec, plan, resume, root, study_name, paths.journal, sampler), flush=True)
         if plan.to_train():
             trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
                                                    spec=spec, storage=paths.storage)
             callbacks = [ray_adapter.StoreCallback(recorder),
                          *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
+            scheduler = None if early is None else ray_adapter.RungScheduler(early, on_stop=stop_printer(early))
             ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(plan), plan.to_train(), search.max_concurrent,
-                                   spec.sweep.name, paths.storage, callbacks, spec.sweep.max_failures, verbose).fit()
+                                   spec.sweep.name, paths.storage, callbacks, spec.sweep.max_failures, verbose,
+                                   scheduler=scheduler).fit()
         if search.confirm and pick is not None and not plan.missing():
             confirm = confirmation_plan(store, plan, search.confirm, root, pick)
             if confirm is not None and confirm.to_train():
@@ -110,6 +117,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
                 ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(confirm), confirm.to_train(),
                                        search.max_concurrent, spec.sweep.name, paths.storage, callbacks,
                                        spec.sweep.max_failures, verbose).fit()
+        record_cost(store, search.repeats, early)
     finally:
         ray_adapter.shutdown()
     if plan.missing():
@@ -118,6 +126,32 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
         raise SweepIncomplete(confirm.missing_line(spec.sweep.name))
     print(f"[astray] sweep {spec.sweep.name} finished; results in {root}", flush=True)
     return root
+
+
+def record_cost(store: ResultStore, repeats: int, early: EarlyStopping | None) -> None:
+    """``sweep.json``'s ``cost`` (``astray.sweep.cost``) and ``early_stop`` (the rungs and
+    who stopped where), from what the store holds now."""
+    manifest = store.read_manifest()
+    manifest["cost"] = sweep_cost(read_trials(store.root).to_pylist(), repeats)
+    if early is not None:
+        manifest["early_stop"] = early.summary()
+    store.write_manifest(manifest)
+
+
+def early_stopping(spec: SweepSpec, root: Path) -> EarlyStopping | None:
+    """The sweep's early stopping, with the decisions an earlier driver took (None: off)."""
+    cfg = spec.sweep.early_stop
+    if not cfg.enabled:
+        return None
+    return EarlyStopping(root, cfg.rungs(spec.run.training.epochs), cfg.reduction_factor)
+
+
+def stop_printer(early: EarlyStopping) -> Callable[[str], None]:
+    def say(config_id: str) -> None:
+        rung = early.stopped_at(config_id)
+        print(f"[astray] {config_id} stopped early at epoch {rung}: not in the top 1/{early.reduction_factor:g} "
+              "by validation accuracy and energy so far among the configurations that reached it", flush=True)
+    return say
 
 
 def confirmation_plan(store: ResultStore, plan: TrialPlan, n: int, root: Path, pick: Picker) -> ConfirmationPlan | None:

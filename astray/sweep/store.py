@@ -57,6 +57,7 @@ TRIAL_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("flops_dense", pa.float64()),
     ("time_s", pa.float64()),
     ("epochs", pa.int64()),
+    ("stopped_early", pa.bool_()),     # sweep.early_stop stopped its configuration at a rung (epochs = its rung)
     ("activation_rate", pa.float64()),  # realised mean over the epochs
     ("noisy_share", pa.float64()),     # of all samples trained, the share dataset.label_noise flipped
     ("setup_energy_j", pa.float64()),  # of energy_j, the work before training (irreducible-loss models)

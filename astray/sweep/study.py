@@ -126,11 +126,15 @@ class SweepStudy:
         self._numbers[config_id] = trial.number
         return Proposal(config_id, dict(trial.params), False, phase)
 
-    def tell(self, config_id: str, mean: dict[str, Any] | None) -> None:
+    def tell(self, config_id: str, mean: dict[str, Any] | None, pruned: bool = False) -> None:
         """Tell the configuration's value (``astray.sweep.plan.replicate_mean``; None: told
-        as failed). A configuration already told stays as it was told."""
+        as failed), or that early stopping stopped it (``pruned``: the journal shows
+        PRUNED, which the samplers learn from). A configuration already told stays as it
+        was told."""
         number = self._numbers[config_id]
-        if mean is None:
+        if pruned:
+            self.study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        elif mean is None:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         else:
             self.study.tell(number, [mean[m] for m in self.metrics], skip_if_finished=True)

@@ -22,7 +22,7 @@ from astray.config.sweep import SweepSpec
 from astray.engine import ddp
 from astray.engine.records import read_metrics
 from astray.engine.state import BEST, CONFIG, LAST, METRICS
-from astray.engine.trainer import run
+from astray.engine.trainer import run, set_log_prefix
 from astray.errors import TrainingDiverged
 from astray.schema import BASELINE_FLAG, DIVERGED, KIND_SEARCHED, OBJECTIVE_METRICS, RUNNING
 from astray.sweep import ray_adapter
@@ -56,8 +56,9 @@ class EpochReporter:
     """
 
     def __init__(self, extra: dict[str, Any], every: int, resumed: bool,
-                 send: Callable[[dict[str, Any], list[Path] | None], None], primary: bool = True) -> None:
-        self.extra, self.every, self.send, self.primary = extra, every, send, primary
+                 send: Callable[[dict[str, Any], list[Path] | None], None], primary: bool = True,
+                 rungs: tuple[int, ...] = ()) -> None:
+        self.extra, self.every, self.send, self.primary, self.rungs = extra, every, send, primary, rungs
         self.history_due = resumed
 
     def __call__(self, row: dict[str, Any], out: Path, improved: bool = False, final: bool = False,
@@ -71,7 +72,7 @@ class EpochReporter:
         rows = read_metrics(out / METRICS)
         metrics = {**running_metrics(rows, row, self.extra, steps, history=self.history_due),
                    ray_adapter.CHECKPOINT_SCORE: checkpoint_score(row, improved)}
-        self.send(metrics, handed_files(row, out, self.every, improved, final))
+        self.send(metrics, handed_files(row, out, self.every, improved, final or row["epoch"] in self.rungs))
         self.history_due = False
         # Time spent handing results and checkpoints to Ray, carried in the next report.
         self.extra["report_s"] = self.extra.get("report_s", 0.0) + time.perf_counter() - t0
@@ -93,7 +94,8 @@ def handed_files(row: dict[str, Any], out: Path, every: int, improved: bool, fin
     ``sweep.checkpoint_every_epochs`` > 1.
 
     An epoch is checkpointed when its number is a multiple of ``every``, when it improved
-    (best.pt is handed only then), and when it is the run's last. A checkpoint always holds
+    (best.pt is handed only then), and when it is the run's last or an early-stopping rung
+    (a replicate paused there resumes from it). A checkpoint always holds
     last.pt, metrics and config: a retried trial resumes from the newest one.
     """
     if not (improved or final or row["epoch"] % every == 0):
@@ -112,6 +114,17 @@ def diverged_metrics(exc: Exception, extra: dict[str, Any]) -> dict[str, Any]:
     return {**extra, "status": DIVERGED, "error": str(exc), **{m: math.nan for m in OBJECTIVE_METRICS}}
 
 
+def trial_prefix(config: dict[str, Any]) -> str:
+    """``[search-0003 r1] ``: what each of the trial's lines starts with on the driver's console."""
+    return f"[{config.get('config_id', '?')} r{config.get('replicate', 0)}] "
+
+
+def trial_rungs(spec: SweepSpec) -> tuple[int, ...]:
+    """The early-stopping rungs (none when ``sweep.early_stop`` is off)."""
+    early = spec.sweep.early_stop
+    return tuple(early.rungs(spec.run.training.epochs)) if early.enabled else ()
+
+
 def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
     """The Tune function trainable; ``storage`` is the driver's resolved Ray storage path.
 
@@ -121,11 +134,14 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
     of its own for this attempt.
     """
     work = Path(tempfile.gettempdir()) / "astray-trials" / f"{spec.sweep.name}-{ray_adapter.trial_id()}"
+    set_log_prefix(trial_prefix(config))
     raw = set_dotted(config["run"], {"logging.output_dir": str(work)})
     extra = {BASELINE_FLAG: config.get("baseline_kind", KIND_SEARCHED) != KIND_SEARCHED,
              "node_ids": ray_adapter.node_id()}
     if spec.resources.workers_per_trial > 1:
         loop_config = {"raw": raw, "extra": extra, "every": spec.sweep.checkpoint_every_epochs,
+                       "prefix": trial_prefix(config),
+                       "rungs": list(trial_rungs(spec)),
                        "resume_from": config.get("resume_from")}
         ray_adapter.run_torch_trainer(_worker_loop, loop_config, spec.resources,
                                       name=ray_adapter.train_run_name(config["trial_id"]), storage_path=storage)
@@ -135,7 +151,7 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
     try:
         resume = ray_adapter.restore_checkpoint_into(work) or copy_checkpoint(config.get("resume_from"), work)
         cfg = build_config(raw)
-        report = EpochReporter(extra, every, resume, ray_adapter.report)
+        report = EpochReporter(extra, every, resume, ray_adapter.report, rungs=trial_rungs(spec))
         try:
             run(cfg, resume=resume, report=report)
             report.catch_up(work)
@@ -148,6 +164,7 @@ def astray_trial(config: dict[str, Any], spec: SweepSpec, storage: str) -> None:
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs on each Ray Train worker; Ray has already made the gloo/nccl process group."""
     raw, extra = loop_config["raw"], dict(loop_config["extra"])
+    set_log_prefix(loop_config.get("prefix", ""))
     work = Path(raw["logging"]["output_dir"] + f"-rank{ddp.rank()}")
     raw = set_dotted(raw, {"logging.output_dir": str(work)})
     shutil.rmtree(work, ignore_errors=True)
@@ -158,7 +175,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
               or copy_checkpoint(loop_config.get("resume_from"), work))
     cfg = build_config(raw)
     report = EpochReporter(extra, loop_config.get("every", 1), resume, ray_adapter.train_worker_report,
-                           primary=ddp.is_primary())
+                           primary=ddp.is_primary(), rungs=tuple(loop_config.get("rungs", ())))
     try:
         run(cfg, resume=resume, report=report)
         report.catch_up(work)

@@ -129,7 +129,8 @@ def test_exclusions_are_counted_by_reason():
             trial_row("none", energy_j=None), trial_row("odd", status="paused")]
     analysis = analyze([sweep_from_rows("s", rows)], ACC_ENERGY)
     s = analysis.sweeps[0]
-    assert dict(s.excluded_counts) == {"unfinished": 2, "diverged": 1, "error": 1, "nan": 2, "status 'paused'": 1}
+    assert dict(s.excluded_counts) == {"unfinished": 2, "diverged": 1, "error": 1, "nan": 2, "stopped early": 0,
+                                   "status 'paused'": 1}
     assert {t.trial_id for t in s.good} == {"ok1", "ok2"}
     assert {t.trial_id for t in s.failed} == {"div", "err"}
     assert {t.trial_id for t in analysis.groups[0].fronts[0].front} == {"ok1", "ok2"}

@@ -127,7 +127,7 @@ def test_config_reference_sweep_defaults_are_the_dataclass_defaults():
 
     documented = _table_defaults("sweep key")
     prose = {"search.space": "the four AST knobs", "search.objectives": "`val_acc` max, `energy_j` min",
-             "sweep.storage": "<results_dir>/<name>/ray"}
+             "sweep.storage": "<results_dir>/<name>/ray", "sweep.early_stop": "off"}
     wrong = {}
     for name, cls in (("search", SearchConfig), ("sweep", SweepConfig), ("resources", ResourcesConfig)):
         defaults = cls()
@@ -136,6 +136,11 @@ def test_config_reference_sweep_defaults_are_the_dataclass_defaults():
             ok = documented[key] == prose[key] if key in prose else _same(documented[key], getattr(defaults, f.name))
             if not ok:
                 wrong[key] = documented[key]
+            value = getattr(defaults, f.name)
+            if dataclasses.is_dataclass(value):  # a section inside the section (sweep.early_stop)
+                for sub in dataclasses.fields(value):
+                    if not _same(documented.get(f"{key}.{sub.name}", "?"), getattr(value, sub.name)):
+                        wrong[f"{key}.{sub.name}"] = documented.get(f"{key}.{sub.name}")
     assert not wrong
     assert [o for o in SearchConfig().objectives] == [{"metric": "val_acc", "mode": "max"},
                                                        {"metric": "energy_j", "mode": "min"}]
