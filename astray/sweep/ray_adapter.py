@@ -58,8 +58,18 @@ CHECKPOINT_SCORE = "checkpoint_score"
 
 # --------------------------------------------------------------------------- cluster
 
-def init(address: str | None, num_cpus: int | None = None) -> dict[str, float]:
+class _Quiet(logging.Filter):
+    """Drops Ray's notice that token authentication is on (it is, and stays on: astray wants
+    it, clusters/README.md); ``-v`` shows it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def init(address: str | None, num_cpus: int | None = None, verbose: int = 0) -> dict[str, float]:
     """Join a cluster (``address``) or start a local instance sized to the machine."""
+    if not verbose:
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_Quiet())
     kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True,
                                   logging_config=ray.LoggingConfig(log_level="WARNING"))
     if address:

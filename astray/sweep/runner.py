@@ -64,7 +64,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
     address = address or os.environ.get("RAY_ADDRESS")
     check_data_on_driver(spec)
     confirm: ConfirmationPlan | None = None
-    cluster = ray_adapter.init(address, num_cpus=num_cpus)
+    cluster = ray_adapter.init(address, num_cpus=num_cpus, verbose=verbose)
     try:
         waiting = check_trial_fits(spec.resources, ray_adapter.node_resources())
         if waiting:

@@ -91,6 +91,7 @@ def test_configurations_stop_at_rungs_with_their_replicates_and_optuna_hears_pru
     # Each forwarded trial line says whose it is, and Ray folds none of them away.
     assert re.search(r"\[search-000\d r[01]\] epoch 1/4 ", out) and re.search(r"\[dense@1 r[01]\] epoch 4/4 ", out)
     assert "repeated" not in out and "A new study created" not in out
+    assert "Token authentication is enabled" not in out  # Ray's notice; -v shows it
     # A stopped configuration is on no front: the report's front holds none of them.
     a = analyze([read_sweep(tmp_path / "es")], parse_objectives("val_acc:max,energy_j:min"))
     stopped = {c for c, by in json.loads((tmp_path / "es" / FILE).read_text())["decisions"].items()
