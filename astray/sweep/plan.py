@@ -162,6 +162,13 @@ class TrialPlan:
         """Trials the sweep plans: every configuration, searched or baseline, ``repeats`` times."""
         return (self.num_samples + self.baselines) * self.repeats
 
+    def planned(self) -> int:
+        """:attr:`total` less the replicates early stopping means never to train (of a
+        stopped configuration, neither run nor handed out): what the progress line counts to."""
+        never = sum(1 for cid in self.configs if self._stopped(cid) for r in range(self.repeats)
+                    if (cid, r) not in self.rows and (cid, r) not in self.in_flight)
+        return self.total - never
+
     def searched(self) -> list[Configuration]:
         return [c for c in self.configs.values() if c.kind == KIND_SEARCHED]
 
@@ -274,6 +281,9 @@ class ConfirmationPlan:
     @property
     def total(self) -> int:
         return self.plan.total + len(self.picked) * len(self.replicates)
+
+    def planned(self) -> int:
+        return self.plan.planned() + len(self.picked) * len(self.replicates)
 
     def to_train(self) -> int:
         return len(self.queue)

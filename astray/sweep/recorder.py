@@ -182,7 +182,7 @@ class SweepRecorder:
                 and not r.get("stopped_early")]
         stopped = sum(bool(r.get("stopped_early")) for r in finished)
         failed = len(finished) - len(good) - stopped
-        total = self.plan.total if self.plan is not None else len(self.records)
+        total = self.plan.planned() if self.plan is not None else len(self.records)
         parts = [f"[astray] trials {len(finished)}/{total} done" + (f" ({failed} failed)" if failed else "")
                  + (f" ({stopped} stopped early)" if stopped else "")]
         if good:

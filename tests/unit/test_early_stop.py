@@ -90,6 +90,7 @@ def test_the_plan_hands_out_nothing_of_a_stopped_configuration_and_tells_optuna_
     nxt = plan.next_trial()
     assert nxt["config_id"] == "search-0001"  # search-0000 r2 is never trained
     assert "search-0000 r2" not in plan.missing()
+    assert plan.planned() == plan.total - 1  # the progress line counts to what will train
 
 
 def test_a_rebuilt_plan_keeps_the_stop_and_records_the_killed_attempts_as_stopped(tmp_path):
