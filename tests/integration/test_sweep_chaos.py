@@ -159,7 +159,7 @@ def test_driver_killed_at_every_moment_then_resumed_ends_with_exactly_the_plan(t
     # the store, not yet in Ray's snapshot).
     moments: list[Callable[[str], bool]] = [
         lambda line: "[astray] sweep chaos:" in line,
-        lambda line: line.startswith("epoch 1/"),
+        lambda line: "] epoch 1/" in line,  # a trial line: "[search-0000 r0] epoch 1/2 ..."
         lambda line: "[astray] trials " in line and " done" in line,
     ]
     for i, hit in enumerate(moments):
