@@ -31,6 +31,7 @@ from astray.analysis.labels import (
 )
 from astray.analysis.results import Analysis, Configuration, Front, SweepSummary
 from astray.schema import BASELINE_FLAG, OBJECTIVE_METRICS, Objective
+from astray.sweep.cost import KINDS as COST_KINDS
 
 HOW_TO_READ = (
     "How to read the plot: every point is a configuration at the mean of its good seed replicates; "
@@ -199,9 +200,6 @@ def _advantage_blocks(a: Analysis, s: SweepSummary) -> list[Block]:
     if not rows:
         b.append(Paragraph("no configuration with a good replicate yet."))
     return b
-
-
-COST_KINDS = ("baselines", "searched", "stopped early", "confirmation")
 
 
 def cost_blocks(sweeps: Sequence[SweepSummary]) -> list[Block]:

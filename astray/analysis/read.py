@@ -155,7 +155,6 @@ def _trial(sweep: str, order: int, row: Mapping[str, Any], searched: Sequence[st
         seed=None if seed is None else int(seed),
         search_phase=row.get("search_phase") or None,
         stopped_early=bool(row.get("stopped_early")),
-        epochs=int(row.get("epochs") or 0),
     )
 
 

@@ -43,7 +43,6 @@ class TrialRecord:
     seed: int | None = None  # training.seed of this replicate
     search_phase: str | None = None  # searched: startup (drawn at random) or guided; None before it was recorded
     stopped_early: bool = False  # sweep.early_stop stopped its configuration at a rung: on no front
-    epochs: int = 0  # epochs it trained
 
     @property
     def key(self) -> tuple[str, str]:

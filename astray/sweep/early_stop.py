@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from astray.io import write_text
+from astray.pareto import non_dominated
 
 FILE = "early_stop.json"
 CONTINUE, STOP = "continue", "stop"
@@ -33,21 +34,35 @@ RUNG_METRICS = (("val_acc", True), ("energy_j", False))
 
 def pareto_ranks(points: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[int]:
     """Each point's non-dominated rank: 0 for the front, 1 for the front of the rest, ..."""
-    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-        better = [(x >= y) if up else (x <= y) for x, y, up in zip(a, b, maximize)]
-        strictly = [(x > y) if up else (x < y) for x, y, up in zip(a, b, maximize)]
-        return all(better) and any(strictly)
-
     ranks = [-1] * len(points)
-    left = set(range(len(points)))
+    left = list(range(len(points)))
     rank = 0
     while left:
-        front = {i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)}
+        front = {left[i] for i in non_dominated([points[j] for j in left], maximize)}
         for i in front:
             ranks[i] = rank
-        left -= front
+        left = [i for i in left if i not in front]
         rank += 1
     return ranks
+
+
+def rung_values(result: dict[str, Any], rungs: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """The rung epochs an epoch report carries (``astray.sweep.trainable.running_metrics``),
+    each with (val_acc at that epoch, training energy up to and including it). A report
+    holds its epoch's row and the trial's energy so far; the first report of a resumed
+    attempt also holds every earlier row, whose energies add up for the earlier rungs."""
+    row = json.loads(result["epoch_row"])
+    out: dict[int, tuple[float, float]] = {}
+    if "epoch_rows" in result:
+        by_epoch = {int(r["epoch"]): r for r in json.loads(result["epoch_rows"])} | {int(row["epoch"]): row}
+        energy = 0.0
+        for epoch in sorted(by_epoch):
+            energy += float(by_epoch[epoch]["energy_j"])
+            if epoch in rungs:
+                out[epoch] = (float(by_epoch[epoch]["val_acc"]), energy)
+    elif int(row["epoch"]) in rungs:
+        out[int(row["epoch"])] = (float(row["val_acc"]), float(result["energy_j"]))
+    return out
 
 
 def keeps(mine: str, means: dict[str, Sequence[float]], reduction_factor: float) -> bool:

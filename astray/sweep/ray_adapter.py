@@ -22,7 +22,6 @@ the next move is one edit. Facts this module relies on (checked on Ray 2.60):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -43,7 +42,7 @@ from ray.tune.search import Searcher  # noqa: E402
 
 from astray.config.sweep import ResourcesConfig  # noqa: E402
 from astray.schema import KIND_SEARCHED, PHASE_CONFIRM  # noqa: E402
-from astray.sweep.early_stop import STOP as STOP_DECISION  # noqa: E402
+from astray.sweep.early_stop import STOP as STOP_DECISION, rung_values  # noqa: E402
 from astray.sweep.plan import TrialPlan  # noqa: E402
 from astray.extras import require_extra  # noqa: E402
 
@@ -163,15 +162,8 @@ class RungScheduler(FIFOScheduler):
         cid, replicate = trial.config["config_id"], int(trial.config["replicate"])
         if self.early.stopped(cid):
             return TrialScheduler.STOP
-        rows = json.loads(result["epoch_rows"]) if "epoch_rows" in result else []
-        row = json.loads(result["epoch_row"])
-        by_epoch = {int(r["epoch"]): r for r in rows} | {int(row["epoch"]): row}
-        energy = 0.0  # training energy so far (rows restored on a resume hold the earlier epochs)
-        for epoch in sorted(by_epoch):
-            energy += float(by_epoch[epoch]["energy_j"])
-            if epoch not in self.early.rungs:
-                continue
-            self.early.record(cid, replicate, epoch, float(by_epoch[epoch]["val_acc"]), energy)
+        for epoch, (val_acc, energy) in sorted(rung_values(result, self.early.rungs).items()):
+            self.early.record(cid, replicate, epoch, val_acc, energy)
             if self.early.decided(cid, epoch) is None and self._wait_for(tune_controller, trial, cid, epoch):
                 self.waiting.setdefault((cid, epoch), set()).add(trial)
                 return TrialScheduler.PAUSE

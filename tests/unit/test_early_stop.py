@@ -12,7 +12,7 @@ import pytest
 from astray.config.sweep import EarlyStopConfig, load_sweep_spec
 from astray.errors import ConfigError
 from astray.sweep.cost import sweep_cost
-from astray.sweep.early_stop import CONTINUE, FILE, STOP, EarlyStopping, keeps, pareto_ranks
+from astray.sweep.early_stop import CONTINUE, FILE, STOP, EarlyStopping, keeps, pareto_ranks, rung_values
 from tests.unit.test_plan import QUICK, hand_out, plan_of, row
 
 
@@ -36,6 +36,17 @@ def test_pareto_ranks_peel_fronts():
     # (accuracy up, energy down): a and b are the front, c is behind b, d behind everything.
     pts = [(0.9, 10.0), (0.8, 5.0), (0.7, 6.0), (0.6, 20.0)]
     assert pareto_ranks(pts, [True, False]) == [0, 0, 1, 2]
+
+
+def test_rung_values_use_the_energy_so_far_not_the_epochs_own():
+    rows = [{"epoch": e, "val_acc": 0.5 + e / 10, "energy_j": 10.0 * e} for e in (1, 2, 3)]
+    # An epoch's report: its row, and the trial's summary so far (energy of epochs 1-3 = 60 J).
+    plain = {"epoch_row": json.dumps(rows[2]), "energy_j": 60.0}
+    assert rung_values(plain, [1, 3]) == {3: (0.8, 60.0)}
+    assert rung_values({"epoch_row": json.dumps(rows[1]), "energy_j": 30.0}, [1, 3]) == {}
+    # A resumed attempt's first report also carries the restored rows: each rung gets its own sum.
+    resumed = {"epoch_row": json.dumps(rows[2]), "epoch_rows": json.dumps(rows[:2]), "energy_j": 60.0}
+    assert rung_values(resumed, [1, 3]) == {1: (0.6, 10.0), 3: (0.8, 60.0)}
 
 
 def test_a_rung_keeps_the_top_third_by_rank_with_ties_at_the_cut():
