@@ -6,7 +6,7 @@ prints every configuration as the report analyses it: replicate mean ± 95 % t i
 of test_acc (at the epoch validation selected) and energy, the energy saved at equal accuracy and the accuracy gained at
 equal energy against the dense frontier, and the report's headline.
 
-Defaults took 2.2 hours on 2 CPU cores (each trial about 3 minutes, with
+Defaults took 50 minutes on 2 CPU cores on 2026-12-07 (2.2 hours on an earlier, slower host; each trial about a minute, with
 validation on 5,000 and test on 10,000 images every epoch): a 10,000-image stratified subset, the tiny
 ``test_resnet``, 10 epochs, ``reforward`` searched over target activation 0.3–0.7 and the
 PI gains (6 configurations), dense at budgets 1.0/0.75/0.5/0.3, random subsets at 0.3 and

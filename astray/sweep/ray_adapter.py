@@ -143,10 +143,16 @@ class RungScheduler(FIFOScheduler):
     this uses Tune's ``pause_trial``/``stop_trial`` on the controller it is handed.
     """
 
-    def __init__(self, early: Any, on_stop: Callable[[str], None] | None = None) -> None:
+    def __init__(self, early: Any, on_stop: Callable[[str], None] | None = None,
+                 on_wait: Callable[[str, int, int], None] | None = None, pause: bool = True) -> None:
         super().__init__()
         self.early = early
+        # pause=False (multi-worker trials): a Ray Train trial paused at a rung was never
+        # started again in the 2-worker test, and its sibling then waited for it forever;
+        # such trials are judged on the replicates that reached the rung, without waiting.
+        self.pause = pause
         self.on_stop = on_stop or (lambda config_id: None)
+        self.on_wait = on_wait or (lambda config_id, replicate, rung: None)
         self.waiting: dict[tuple[str, int], set[Any]] = {}  # (config, rung) -> paused replicates
         self.to_unpause: set[Any] = set()
 
@@ -164,8 +170,10 @@ class RungScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         for epoch, (val_acc, energy) in sorted(rung_values(result, self.early.rungs).items()):
             self.early.record(cid, replicate, epoch, val_acc, energy)
-            if self.early.decided(cid, epoch) is None and self._wait_for(tune_controller, trial, cid, epoch):
+            if (self.pause and self.early.decided(cid, epoch) is None
+                    and self._wait_for(tune_controller, trial, cid, epoch)):
                 self.waiting.setdefault((cid, epoch), set()).add(trial)
+                self.on_wait(cid, replicate, epoch)
                 return TrialScheduler.PAUSE
             if self._decide(tune_controller, cid, epoch, current=trial) == TrialScheduler.STOP:
                 return TrialScheduler.STOP

@@ -102,7 +102,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
                                                    spec=spec, storage=paths.storage)
             callbacks = [ray_adapter.StoreCallback(recorder),
                          *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
-            scheduler = None if early is None else ray_adapter.RungScheduler(early, on_stop=stop_printer(early))
+            scheduler = None if early is None else ray_adapter.RungScheduler(
+                early, on_stop=stop_printer(early), on_wait=wait_printer,
+                pause=spec.resources.workers_per_trial == 1)
             ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(plan), plan.to_train(), search.max_concurrent,
                                    spec.sweep.name, paths.storage, callbacks, spec.sweep.max_failures, verbose,
                                    scheduler=scheduler).fit()
@@ -152,6 +154,11 @@ def stop_printer(early: EarlyStopping) -> Callable[[str], None]:
         print(f"[astray] {config_id} stopped early at epoch {rung}: not in the top 1/{early.reduction_factor:g} "
               "by validation accuracy and energy so far among the configurations that reached it", flush=True)
     return say
+
+
+def wait_printer(config_id: str, replicate: int, rung: int) -> None:
+    print(f"[astray] {config_id} r{replicate} waits at epoch {rung} for its other replicates (paused; "
+          "it continues or stops with them)", flush=True)
 
 
 def confirmation_plan(store: ResultStore, plan: TrialPlan, n: int, root: Path, pick: Picker) -> ConfirmationPlan | None:
