@@ -122,4 +122,3 @@ def test_a_driver_killed_between_two_rungs_and_resumed_keeps_its_decisions(tmp_p
                 assert after["reports"][cid][rung][r] == v
     trials = read_trials(root).to_pandas()
     assert Counter(zip(trials["config_id"], trials["replicate"])).most_common(1)[0][1] == 1
-

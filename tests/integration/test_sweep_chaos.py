@@ -245,14 +245,29 @@ def test_trial_workers_killed_every_few_seconds_still_complete_every_planned_tri
                                          "search.num_samples": 1, "search.baselines": "{dense_budgets: [1.0, 0.5]}"})
     driver = Driver(args)
     rng = random.Random(0)
-    kills = 0
+    kills = trained = 0
+    # A kill follows each epoch a trial reports, at a random moment of the next one: paced by
+    # the trials' progress, not the clock, so a fast host gets as many kills as a slow one.
     while driver.proc.poll() is None:
-        time.sleep(rng.uniform(2.0, 4.0))
+        time.sleep(rng.uniform(0.3, 1.5))
+        while True:  # what the driver printed so far
+            try:
+                line = driver.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                driver.lines.put(None)  # finish() reads to it
+                break
+            driver.output.append(line)
+        epochs = sum("] epoch " in line for line in driver.output)
+        if epochs == trained:
+            continue
         pids = _trial_processes(driver.proc.pid)
         if pids and driver.proc.poll() is None:
             try:
                 os.kill(rng.choice(pids), signal.SIGKILL)
                 kills += 1
+                trained = epochs
             except ProcessLookupError:
                 pass
     assert driver.finish() == 0, "".join(driver.output[-40:])
