@@ -23,8 +23,9 @@ dense frontier with its paired 95 % interval (the report's statistics,
 watts, an estimate on this CPU machine; ``nvml`` on a GPU): run nothing else beside it.
 
 Results go to ``benchmarks/results/regimes.json`` after every run, so an interrupted
-benchmark keeps what it finished and ``--resume`` skips it. The whole benchmark is about
-9 hours on 2 CPU cores (the noisy and long regimes are 2× the clean one).
+benchmark keeps what it finished and ``--resume`` skips it. One noisy regime took 1.16 h
+on 2 CPU cores (30 runs of 20 epochs); the whole benchmark is about 4.5 hours there. Run
+a regime's seeds in one session, alone: its energies compare within the regime only.
 
     python benchmarks/regimes.py --resume                       # all four regimes, 3 seeds
     python benchmarks/regimes.py --regimes noise-40 --resume    # one regime
