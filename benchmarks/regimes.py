@@ -23,8 +23,9 @@ dense frontier with its paired 95 % interval (the report's statistics,
 watts, an estimate on this CPU machine; ``nvml`` on a GPU): run nothing else beside it.
 
 Results go to ``benchmarks/results/regimes.json`` after every run, so an interrupted
-benchmark keeps what it finished and ``--resume`` skips it. One noisy regime took 1.16 h
-on 2 CPU cores (30 runs of 20 epochs); the whole benchmark is about 4.5 hours there. Run
+benchmark keeps what it finished and ``--resume`` skips it. Each noisy regime took
+1.16-1.23 h on 2 CPU cores (30 runs of 20 epochs); the whole benchmark, about 4.5 hours
+there (an estimate: the clean regimes have not run). Run
 a regime's seeds in one session, alone: its energies compare within the regime only.
 
     python benchmarks/regimes.py --resume                       # all four regimes, 3 seeds

@@ -130,7 +130,8 @@ def test_a_driver_killed_between_two_rungs_and_resumed_keeps_its_decisions(tmp_p
 def test_two_worker_replicates_are_judged_without_pausing_and_the_sweep_ends(tmp_path):
     """Multi-worker (Ray Train) replicates are never paused at a rung: a paused 2-worker
     trial was never started again and its sibling then waited for it forever
-    (docs/design.md §9). The sweep must end, stop something, and keep every invariant."""
+    (docs/design.md §9). The sweep must end, judge every configuration at the first
+    rung, and keep every other invariant of ``_check``."""
     searched = 3
     driver = Driver(_args(tmp_path, "esddp", searched, **{"resources.workers_per_trial": 2,
                                                          "resources.cpus_per_worker": 0.5}))
