@@ -37,8 +37,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray._raylet import PlacementGroupID  # noqa: E402  (Ray's own id type; no public path)
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
+from ray.util.placement_group import PlacementGroup, remove_placement_group  # noqa: E402
 
 from astray.config.sweep import ResourcesConfig  # noqa: E402
 from astray.schema import KIND_SEARCHED, PHASE_CONFIRM  # noqa: E402
@@ -363,6 +365,52 @@ class StoreCallback(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.recorder.on_retry(trial.config)
+
+
+TRAIN_PLACEMENT_GROUP = "train_placement_group"  # result key: a multi-worker trial's worker group
+
+
+def current_placement_group_id() -> str | None:
+    """The placement group this (Ray Train worker) process runs in, as hex."""
+    pg = ray.util.get_current_placement_group()
+    return pg.id.hex() if pg is not None else None
+
+
+class TrainGroupCleaner(tune.Callback):
+    """Removes the worker placement group of a multi-worker trial once Tune has ended it.
+
+    Tune ends a trial it stops (early stopping), or one that fails, by removing the
+    trial's own placement group, which kills the Ray Train controller inside it without a
+    shutdown. The workers' placement group, made by that controller, then stays reserved
+    for as long as the driver lives: Ray removes a placement group when its creator and
+    the creator's job are both gone, and Train's own cleaner actor asks the state API,
+    which needs Ray's dashboard and reports nothing without it. On a small cluster two
+    such leaks hold every CPU and the sweep waits for ever (docs/design.md §9). The
+    workers report their group's id (:data:`TRAIN_PLACEMENT_GROUP`); a group already
+    removed (a trial that ended by itself) is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[str, set[str]] = {}  # Tune trial id -> worker placement groups
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(TRAIN_PLACEMENT_GROUP):
+            self.groups.setdefault(trial.trial_id, set()).add(result[TRAIN_PLACEMENT_GROUP])
+
+    def _remove(self, trial: Any) -> None:
+        for hex_id in self.groups.pop(trial.trial_id, set()):
+            pg = PlacementGroup(PlacementGroupID.from_hex(hex_id))
+            if ray.util.placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
+                remove_placement_group(pg)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._remove(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._remove(trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._remove(trial)  # the failed attempt's group; the retry makes its own
 
 
 def make_trainable(fn: Callable[..., Any], resources: dict[str, float], **params: Any) -> Any:

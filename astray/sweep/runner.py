@@ -100,8 +100,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
         if plan.to_train():
             trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
                                                    spec=spec, storage=paths.storage)
-            callbacks = [ray_adapter.StoreCallback(recorder),
-                         *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
+            callbacks = trial_callbacks(spec, recorder, root)
             scheduler = None if early is None else ray_adapter.RungScheduler(
                 early, on_stop=stop_printer(early), on_wait=wait_printer,
                 pause=spec.resources.workers_per_trial == 1)
@@ -114,8 +113,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
                 recorder.plan = confirm
                 trainable = ray_adapter.make_trainable(astray_trial, ray_adapter.trial_resources(spec.resources),
                                                        spec=spec, storage=paths.storage)
-                callbacks = [ray_adapter.StoreCallback(recorder),
-                             *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
+                callbacks = trial_callbacks(spec, recorder, root)
                 ray_adapter.make_tuner(trainable, ray_adapter.PlanSearcher(confirm), confirm.to_train(),
                                        search.max_concurrent, spec.sweep.name, paths.storage, callbacks,
                                        spec.sweep.max_failures, verbose).fit()
@@ -128,6 +126,16 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None,
         raise SweepIncomplete(confirm.missing_line(spec.sweep.name))
     print(f"[astray] sweep {spec.sweep.name} finished; results in {root}", flush=True)
     return root
+
+
+def trial_callbacks(spec: SweepSpec, recorder: SweepRecorder, root: Path) -> list[Any]:
+    """Tune's driver-side callbacks: the store, the trackers, and for multi-worker trials the
+    removal of the worker placement groups Tune's stops would leave behind."""
+    callbacks = [ray_adapter.StoreCallback(recorder),
+                 *ray_adapter.logger_callbacks(spec.sweep.loggers, root, spec.sweep.name)]
+    if spec.resources.workers_per_trial > 1:
+        callbacks.append(ray_adapter.TrainGroupCleaner())
+    return callbacks
 
 
 def record_cost(store: ResultStore, repeats: int, early: EarlyStopping | None) -> None:

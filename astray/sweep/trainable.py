@@ -169,6 +169,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     raw = set_dotted(raw, {"logging.output_dir": str(work)})
     shutil.rmtree(work, ignore_errors=True)
     extra["node_ids"] = ",".join(sorted(set(ddp.gather_objects(ray_adapter.node_id()))))
+    extra[ray_adapter.TRAIN_PLACEMENT_GROUP] = ray_adapter.current_placement_group_id()
     # Every rank restores the same checkpoint: optimizer, controller, score table and
     # epoch must match on all ranks, not just the weights DDP broadcasts.
     resume = (ray_adapter.restore_checkpoint_into(work, in_train_worker=True)

@@ -127,6 +127,7 @@ def test_a_driver_killed_between_two_rungs_and_resumed_keeps_its_decisions(tmp_p
     assert Counter(zip(trials["config_id"], trials["replicate"])).most_common(1)[0][1] == 1
 
 
+@pytest.mark.timeout(1200)
 def test_two_worker_replicates_are_judged_without_pausing_and_the_sweep_ends(tmp_path):
     """Multi-worker (Ray Train) replicates are never paused at a rung: a paused 2-worker
     trial was never started again and its sibling then waited for it forever
@@ -135,7 +136,7 @@ def test_two_worker_replicates_are_judged_without_pausing_and_the_sweep_ends(tmp
     searched = 3
     driver = Driver(_args(tmp_path, "esddp", searched, **{"resources.workers_per_trial": 2,
                                                          "resources.cpus_per_worker": 0.5}))
-    rc = driver.finish(timeout_s=600)  # a deadlock would hold it for ever
+    rc = driver.finish(timeout_s=1000)  # a deadlock would hold it for ever
     out = "".join(driver.output)
     assert rc == 0, out[-4000:]
     assert "2 process(es)" in out  # the replicates really ran under DDP

@@ -77,10 +77,25 @@ class Driver:
         pytest.fail("no line to kill at within the timeout:\n" + "".join(self.output[-40:]))
 
     def finish(self, timeout_s: float = 300) -> int:
-        self.proc.wait(timeout=timeout_s)
-        while (line := self.lines.get(timeout=10)) is not None:
-            self.output.append(line)
+        """The driver's exit code; past ``timeout_s`` it is killed (with its Ray instance) and
+        the test fails with the driver's last lines, which a hung sweep would otherwise hide."""
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self._drain()
+            pytest.fail(f"the driver had not ended after {timeout_s:.0f} s; its last lines:\n"
+                        + "".join(self.output[-60:]))
+        self._drain()
         return self.proc.returncode
+
+    def _drain(self) -> None:
+        try:
+            while (line := self.lines.get(timeout=10)) is not None:
+                self.output.append(line)
+        except queue.Empty:  # a process outside the group still holds the pipe
+            pass
 
 
 def completed_epochs(root: Path) -> pd.DataFrame:
