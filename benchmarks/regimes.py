@@ -4,7 +4,7 @@ Real Fashion-MNIST (the original IDX files; ``apt-get install dataset-fashion-mn
 the same small model (``test_resnet``) in every regime, every arm through the real
 engine (``astray.engine.trainer.run``), several seeds shared by all arms (paired):
 
-- ``clean``: 10 epochs on a 10,000-image subset (the regime measured so far);
+- ``clean``: 10 epochs on a 10,000-image subset (the matched-budget benchmark's regime);
 - ``clean-long``: 40 epochs on 5,000 images;
 - ``noise-20``, ``noise-40``: 20 epochs on 10,000 images with 20 % / 40 % of the training
   (and validation) labels flipped symmetrically; the test split stays clean.
@@ -23,9 +23,9 @@ dense frontier with its paired 95 % interval (the report's statistics,
 watts, an estimate on this CPU machine; ``nvml`` on a GPU): run nothing else beside it.
 
 Results go to ``benchmarks/results/regimes.json`` after every run, so an interrupted
-benchmark keeps what it finished and ``--resume`` skips it. Each noisy regime took
-1.16-1.23 h on 2 CPU cores (30 runs of 20 epochs); the whole benchmark, about 4.5 hours
-there (an estimate: the clean regimes have not run). Run
+benchmark keeps what it finished and ``--resume`` skips it. On 2 CPU cores each noisy
+regime took 1.16-1.23 h (30 runs of 20 epochs) and clean-long 1.34 h; the whole
+benchmark about 4.5 hours there (an estimate: clean, about 0.6 h, has not run). Run
 a regime's seeds in one session, alone: its energies compare within the regime only.
 
     python benchmarks/regimes.py --resume                       # all four regimes, 3 seeds
