@@ -400,8 +400,12 @@ class TrainGroupCleaner(tune.Callback):
     def _remove(self, trial: Any) -> None:
         for hex_id in self.groups.pop(trial.trial_id, set()):
             pg = PlacementGroup(PlacementGroupID.from_hex(hex_id))
-            if ray.util.placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
-                remove_placement_group(pg)
+            try:
+                if ray.util.placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
+                    remove_placement_group(pg)
+            except Exception as exc:  # a cleanup that fails must not end the sweep; say so instead
+                print(f"[astray] could not free the workers' placement group {hex_id} of trial "
+                      f"{trial.trial_id}: {exc}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._remove(trial)
