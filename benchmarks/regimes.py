@@ -24,8 +24,8 @@ watts, an estimate on this CPU machine; ``nvml`` on a GPU): run nothing else bes
 
 Results go to ``benchmarks/results/regimes.json`` after every run, so an interrupted
 benchmark keeps what it finished and ``--resume`` skips it. On 2 CPU cores each noisy
-regime took 1.16-1.23 h (30 runs of 20 epochs) and clean-long 1.34 h; the whole
-benchmark about 4.5 hours there (an estimate: clean, about 0.6 h, has not run). Run
+regime took 1.16-1.23 h (30 runs of 20 epochs), clean-long 1.34 h and clean 0.53 h;
+the whole benchmark 4.25 hours of training there. Run
 a regime's seeds in one session, alone: its energies compare within the regime only.
 
     python benchmarks/regimes.py --resume                       # all four regimes, 3 seeds
