@@ -241,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(out.read_text())
         if saved.get("settings") == settings:
             record = saved
-    record.update(git_commit=git_commit(), hardware=hardware(), libraries=library_versions(),
-                  command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
+    here = {"git_commit": git_commit(), "hardware": hardware(), "libraries": library_versions(),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+    record.update(here)  # the last invocation; each regime keeps its own below, as --resume mixes them
+    provenance = record.setdefault("provenance", {})
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 result = train_once(config, base, regime, arm, seed)
                 record["runs"].append(result)
+                provenance[regime.name] = here
                 save()
                 print(f"[{time.perf_counter() - started:7.0f} s] {regime.name} {arm.name} seed {seed}: test_acc "
                       f"{result['test_acc']:.4f}, noisy share {result['noisy_share']:.3f}, {result['wall_s']:.0f} s",
